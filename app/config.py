@@ -1,0 +1,74 @@
+"""Settings: one object, environment variables with the prefix FT_, defaults for one machine."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_VAR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FT_", env_ignore_empty=True, extra="ignore")
+
+    database_url: str = Field(default=f"sqlite:///{_VAR / 'finetune.sqlite'}",
+                              description="SQLAlchemy URL of the job database")
+    broker_url: str = Field(default=f"sqla+sqlite:///{_VAR / 'broker.sqlite'}",
+                            description="Celery broker URL; redis://host:6379/0 in production")
+    storage_dir: Path = Field(default=_VAR / "storage",
+                              description="Artifact store: uploaded datasets, checkpoints, models")
+    models_dir: Path = Field(default=_VAR / "models",
+                             description="Local model catalog: <dir>/<name>/ is model <name>")
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1,
+                                  description="Largest dataset upload accepted")
+    auto_migrate: bool | None = Field(
+        default=None, description="Migrate the database on API start; default: only on SQLite")
+    max_job_seconds: int = Field(default=7 * 24 * 3600, ge=60,
+                                 description="Longest a job may run; sets the broker's "
+                                             "visibility timeout above it")
+    progress_interval_seconds: float = Field(default=2.0, ge=0.0,
+                                             description="Least time between progress writes")
+    cancel_grace_seconds: float = Field(default=30.0, ge=0.0,
+                                        description="Time a cancelled job gets to stop by itself "
+                                                    "before its process group is signalled")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix):]
+        return value
+
+    @model_validator(mode="after")
+    def _known_backends(self) -> Settings:
+        if not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ValueError("FT_DATABASE_URL must be a sqlite:// or postgresql:// URL")
+        if not self.broker_url.startswith(("sqla+", "redis://", "rediss://")):
+            raise ValueError("FT_BROKER_URL must be redis://, rediss:// or sqla+<database url>")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def migrate_on_start(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    def prepare_local_dirs(self) -> None:
+        """Create the folders that SQLite files and the local store live in."""
+        for url in (self.database_url, self.broker_url):
+            sqlite_path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ""
+            if sqlite_path and sqlite_path != ":memory:":
+                Path(sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

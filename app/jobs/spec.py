@@ -1,0 +1,155 @@
+"""JobSpec: the fine-tuning job spec, validated once by the API and read back by the worker.
+
+Every field but `task`, `model` and `dataset.train` (or `dataset.hub`) has a default, and
+`resolved()` fills the defaults that depend on other fields, so that the stored spec says
+exactly what will run. Unknown fields are refused: a typo must not silently do nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Task = Literal["text-classification", "text-regression"]
+Optimizer = Literal["adamw", "sgd", "adafactor"]
+Scheduler = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+]
+EvalStrategy = Literal["no", "steps", "epoch"]
+
+# A catalog name or a Hub id: path segments of letters, digits, '-', '_', '.', never '..',
+# never absolute, never a URL.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_COLUMN = Annotated[str, Field(min_length=1, max_length=256)]
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HubDataset(_Strict):
+    hub: str = Field(min_length=1, max_length=200, description="Hugging Face Hub dataset id")
+    config: str | None = Field(default=None, max_length=200)
+    train_split: str = "train"
+    validation_split: str | None = Field(default=None, description="Hub split used for validation")
+    test_split: str | None = None
+
+
+class DatasetSpec(_Strict):
+    train: str | None = Field(default=None, max_length=4096,
+                              description="Id of an uploaded dataset")
+    validation: str | None = Field(default=None, max_length=4096)
+    test: str | None = Field(default=None, max_length=4096)
+    hub: HubDataset | None = None
+    validation_split: Fraction | None = Field(
+        default=None, description="Fraction of train held out for validation (seeded)")
+    test_split: Fraction | None = Field(
+        default=None, description="Fraction of train held out for test (seeded)")
+    text_column: _COLUMN = "text"
+    text_pair_column: _COLUMN | None = None
+    label_column: _COLUMN = "label"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if (self.train is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'train' (an uploaded dataset id) or 'hub'")
+        if self.hub is not None and (self.validation or self.test):
+            raise ValueError("'validation' and 'test' ids go with 'train', not with 'hub'; "
+                             "use hub.validation_split and hub.test_split")
+        if self.validation and self.validation_split:
+            raise ValueError("give 'validation' or 'validation_split', not both")
+        if self.test and self.test_split:
+            raise ValueError("give 'test' or 'test_split', not both")
+        if (self.validation_split or 0) + (self.test_split or 0) >= 0.9:
+            raise ValueError("validation_split + test_split must leave at least 10% for training")
+        return self
+
+    def uploaded_ids(self) -> dict[str, str]:
+        """The uploaded datasets this spec reads, by role."""
+        roles = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {role: ref for role, ref in roles.items() if ref}
+
+    @property
+    def has_validation(self) -> bool:
+        hub_validation = self.hub is not None and self.hub.validation_split is not None
+        return bool(self.validation or self.validation_split or hub_validation)
+
+
+class Hyperparameters(_Strict):
+    epochs: float = Field(default=3.0, gt=0, le=1000)
+    max_steps: int | None = Field(default=None, ge=1, le=10_000_000,
+                                  description="Overrides epochs when set")
+    learning_rate: float = Field(default=2e-5, gt=0, le=10)
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    eval_batch_size: int = Field(default=64, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    warmup_steps: int | None = Field(default=None, ge=0, le=10_000_000)
+    warmup_ratio: float | None = Field(default=None, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    max_seq_length: int = Field(default=128, ge=8, le=8192)
+    lr_scheduler: Scheduler = "linear"
+    optimizer: Optimizer = "adamw"
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> Hyperparameters:
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("give warmup_steps or warmup_ratio, not both")
+        return self
+
+
+class Freeze(_Strict):
+    embeddings: bool = Field(default=False, description="Freeze the embedding layer")
+    bottom_layers: int = Field(default=0, ge=0, le=1000,
+                               description="Number of lower encoder layers to freeze")
+    encoder: bool = Field(default=False, description="Freeze the whole encoder: train the head only")
+
+
+class Evaluation(_Strict):
+    strategy: EvalStrategy | None = Field(
+        default=None, description="Default: 'epoch' with validation data, else 'no'")
+    steps: int | None = Field(default=None, ge=1, le=10_000_000,
+                              description="Evaluate every N steps (strategy 'steps'; default 500)")
+
+
+class JobSpec(_Strict):
+    task: Task
+    model: str = Field(min_length=1, max_length=200,
+                       description="Catalog name or Hugging Face Hub id")
+    dataset: DatasetSpec
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    freeze: Freeze = Field(default_factory=Freeze)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    logging_steps: int = Field(default=10, ge=1, le=1_000_000)
+    name: str | None = Field(default=None, max_length=200)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not _MODEL_NAME.match(value) or ".." in value:
+            raise ValueError("a model name is a catalog name or a Hub id such as "
+                             "'bert-base-uncased' or 'org/model'; paths and URLs are not accepted")
+        return value
+
+    @model_validator(mode="after")
+    def _evaluation_needs_data(self) -> JobSpec:
+        wants_eval = self.evaluation.strategy not in (None, "no")
+        if wants_eval and not self.dataset.has_validation:
+            raise ValueError("evaluation needs validation data: set dataset.validation or "
+                             "dataset.validation_split, or evaluation.strategy 'no'")
+        return self
+
+    def resolved(self) -> JobSpec:
+        """The spec with the defaults that depend on other fields filled in."""
+        spec = self.model_copy(deep=True)
+        evaluation = spec.evaluation
+        if evaluation.strategy is None:
+            evaluation.strategy = "epoch" if spec.dataset.has_validation else "no"
+        if evaluation.strategy == "steps" and evaluation.steps is None:
+            evaluation.steps = 500
+        if spec.hyperparameters.warmup_steps is None and spec.hyperparameters.warmup_ratio is None:
+            spec.hyperparameters.warmup_steps = 0
+        return spec
