@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from app.artifacts import service
+from app.deps import SessionDep, StorageDep
+from app.errors import error_responses
+
+router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
+
+_FILE_RESPONSES = {200: {"content": {"application/octet-stream": {}},
+                         "description": "The file; HTTP Range requests are supported"},
+                   206: {"description": "Partial content for a Range request"},
+                   **error_responses(404, 409, 416)}
+
+
+class ArtifactOut(BaseModel):
+    path: str
+    size_bytes: int
+    sha256: str
+
+
+class ArtifactList(BaseModel):
+    data: list[ArtifactOut]
+    has_more: bool = False
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=error_responses(404))
+def list_artifacts(job_id: str, session: SessionDep) -> ArtifactList:
+    """The files of the job's model folder, with sizes and sha256."""
+    artifacts = service.list_for_job(session, job_id)
+    return ArtifactList(data=[ArtifactOut(path=a.path, size_bytes=a.size_bytes, sha256=a.sha256)
+                              for a in artifacts])
+
+
+@router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse,
+            responses=_FILE_RESPONSES)
+def download_artifact(job_id: str, path: str, session: SessionDep,
+                      storage: StorageDep) -> FileResponse:
+    """One file of the model folder."""
+    file = service.file_path(session, storage, job_id, path)
+    return FileResponse(file, filename=file.name, media_type="application/octet-stream")
+
+
+@router.get("/{job_id}/model", response_class=FileResponse, responses=_FILE_RESPONSES)
+def download_model(job_id: str, session: SessionDep, storage: StorageDep) -> FileResponse:
+    """The whole model folder as one .tar.gz; `from_pretrained` loads it once unpacked."""
+    archive = service.archive_path(session, storage, job_id)
+    return FileResponse(archive, filename=f"{job_id}-model.tar.gz",
+                        media_type="application/gzip")

@@ -1,0 +1,71 @@
+"""Artifacts: the manifest of a published model folder and the files behind it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, NotFound
+from app.jobs import service as jobs
+from app.models import Artifact
+from app.storage import LocalStorage
+
+_CHUNK = 1024 * 1024
+
+
+def list_for_job(session: Session, job_id: str) -> list[Artifact]:
+    jobs.get(session, job_id)
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id)
+                                .order_by(Artifact.path)))
+
+
+def file_path(session: Session, storage: LocalStorage, job_id: str, relative: str) -> Path:
+    jobs.get(session, job_id)
+    path = storage.resolve_artifact(job_id, relative)
+    if path is None:
+        raise NotFound(f"job {job_id} has no artifact '{relative}'", param="path")
+    return path
+
+
+def archive_path(session: Session, storage: LocalStorage, job_id: str) -> Path:
+    job = jobs.get(session, job_id)
+    archive = storage.model_archive_path(job_id)
+    if job.status != "succeeded" or not archive.is_file():
+        raise Conflict(f"job {job_id} has no model yet (status {job.status}); the model can be "
+                       "downloaded once the job has succeeded", code="model_not_ready")
+    return archive
+
+
+def publish_model(session: Session, storage: LocalStorage, job_id: str, trained: Path) -> None:
+    """Move a finished model folder into place, archive it and record its manifest.
+
+    Each step writes under a temporary name and renames, so a crash never leaves a
+    half-written model or archive where a client can see it.
+    """
+    model_dir = storage.job_model_dir(job_id)
+    if trained.resolve() != model_dir.resolve():
+        os.replace(trained, model_dir)
+    archive = storage.model_archive_path(job_id)
+    partial = archive.with_suffix(".partial")
+    # Weights barely compress; a low level keeps archiving fast for large models.
+    with tarfile.open(partial, "w:gz", compresslevel=1) as tar:
+        for file in sorted(p for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+            tar.add(file, arcname=f"model/{file.relative_to(model_dir).as_posix()}",
+                    recursive=False)
+    os.replace(partial, archive)
+    for file in sorted(p for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+        session.add(Artifact(job_id=job_id, path=file.relative_to(model_dir).as_posix(),
+                             size_bytes=file.stat().st_size, sha256=sha256_of(file)))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,74 @@
+"""Datasets: register an uploaded file after inspecting it, list, preview, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.datasets.formats import DatasetFormatError, detect_format, inspect_file, read_preview
+from app.db import after_commit
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.models import Dataset, Job, JobDataset, new_id
+from app.pagination import paginate
+from app.storage import LocalStorage
+
+ACTIVE_STATUSES = ("queued", "running", "cancelling")
+
+
+def create(session: Session, storage: LocalStorage, *, upload_path: Path, filename: str | None,
+           size_bytes: int, sha256: str, name: str | None, declared_format: str | None) -> Dataset:
+    """Inspect the uploaded file and publish it; the file is removed when it is refused."""
+    try:
+        fmt = detect_format(filename, declared_format)
+        inspection = inspect_file(upload_path, fmt)
+    except DatasetFormatError as exc:
+        upload_path.unlink(missing_ok=True)
+        param = "format" if exc.code == "unsupported_format" else "file"
+        raise InvalidRequest(exc.message, code=exc.code, param=param) from None
+    dataset = Dataset(
+        id=new_id("ds"), name=name or filename or "dataset", format=fmt,
+        filename=filename, size_bytes=size_bytes, sha256=sha256,
+        num_rows=inspection.num_rows,
+        columns=[{"name": c.name, "type": c.type} for c in inspection.columns],
+    )
+    session.add(dataset)
+    session.flush()
+    storage.publish_dataset(upload_path, dataset.id, fmt)
+    return dataset
+
+
+def get(session: Session, dataset_id: str) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"no dataset with id {dataset_id}", param="dataset_id")
+    return dataset
+
+
+def list_page(session: Session, limit: int, after: str | None) -> tuple[list[Dataset], bool]:
+    return paginate(session, select(Dataset), Dataset, limit, after)
+
+
+def preview(session: Session, storage: LocalStorage, dataset_id: str,
+            limit: int) -> tuple[Dataset, list[dict[str, Any]]]:
+    dataset = get(session, dataset_id)
+    rows = read_preview(storage.dataset_path(dataset.id, dataset.format), dataset.format, limit)
+    return dataset, rows
+
+
+def delete(session: Session, storage: LocalStorage, dataset_id: str) -> None:
+    dataset = get(session, dataset_id)
+    users = session.scalars(
+        select(Job.id).join(JobDataset, JobDataset.job_id == Job.id)
+        .where(JobDataset.dataset_id == dataset_id, Job.status.in_(ACTIVE_STATUSES))
+    ).all()
+    if users:
+        raise Conflict(f"dataset {dataset_id} is used by active jobs: {', '.join(users)}; "
+                       "cancel them or wait for them to finish", code="dataset_in_use")
+    # Finished jobs keep their record of which data they read, but not the file itself.
+    session.execute(JobDataset.__table__.delete().where(JobDataset.dataset_id == dataset_id))
+    session.delete(dataset)
+    session.flush()
+    after_commit(session, lambda: storage.delete_dataset(dataset_id))

@@ -1,0 +1,65 @@
+"""Engine and session factory, built by whoever owns the process (the API's lifespan, the worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+AFTER_COMMIT = "after_commit_actions"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # The API, the worker and the trainer child write concurrently: WAL lets readers
+        # go on while one writes, and the busy timeout makes writers wait instead of failing.
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own implicit transactions break SAVEPOINT; let SQLAlchemy emit BEGIN.
+        event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN"))
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run `action` once the session's transaction has committed (e.g. send a task)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(action)
+
+
+def commit(session: Session) -> None:
+    """Commit, then run the actions that wait for the commit; they are dropped on rollback."""
+    session.commit()
+    actions = session.info.pop(AFTER_COMMIT, [])
+    for action in actions:
+        action()
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work outside a request: commit on success, roll back on error."""
+    session = factory()
+    try:
+        yield session
+        commit(session)
+    except BaseException:
+        session.rollback()
+        session.info.pop(AFTER_COMMIT, None)
+        raise
+    finally:
+        session.close()

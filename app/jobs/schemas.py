@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.models import Job, JobEvent
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int | None
+    epoch: float | None
+    percent: float
+    eta_seconds: float | None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str | None
+    status: str
+    spec: dict[str, Any]
+    progress: Progress
+    metrics: dict[str, Any]
+    error: JobError | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobOut:
+        percent = 100.0 if job.status == "succeeded" else (
+            round(100.0 * job.step / job.total_steps, 2) if job.total_steps else 0.0)
+        error = (JobError(code=job.error_code, message=job.error_message or "",
+                          hint=job.error_hint) if job.error_code else None)
+        return cls(
+            id=job.id, name=job.name, status=job.status, spec=job.spec,
+            progress=Progress(step=job.step, total_steps=job.total_steps, epoch=job.epoch,
+                              percent=percent, eta_seconds=job.eta_seconds),
+            metrics=job.metrics, error=error, created_at=job.created_at,
+            started_at=job.started_at, finished_at=job.finished_at)
+
+
+class EventOut(BaseModel):
+    id: int
+    kind: str
+    message: str
+    data: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_event(cls, event: JobEvent) -> EventOut:
+        return cls(id=event.id, kind=event.kind, message=event.message, data=event.data,
+                   created_at=event.created_at)
+
+
+class EventPage(BaseModel):
+    data: list[EventOut]
+    has_more: bool
+
+
+class MetricPointOut(BaseModel):
+    step: int
+    epoch: float | None
+    value: float
+
+
+class MetricsOut(BaseModel):
+    job_id: str
+    series: dict[str, list[MetricPointOut]]

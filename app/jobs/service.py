@@ -1,0 +1,147 @@
+"""Jobs: submit, read, cancel, and the one state machine that every transition goes through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.db import after_commit
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.jobs.spec import JobSpec
+from app.models import Dataset, Job, JobDataset, JobEvent, MetricPoint, new_id, utcnow
+from app.pagination import paginate
+
+ACTIVE = ("queued", "running", "cancelling")
+TERMINAL = ("succeeded", "failed", "cancelled")
+STATUSES = ACTIVE + TERMINAL
+
+Enqueue = Callable[[str], None]
+
+
+def transition(session: Session, job_id: str, *, expected: Iterable[str], to: str,
+               **values: Any) -> bool:
+    """Move a job to `to` only if it is in one of `expected`; False when another actor won."""
+    now = utcnow()
+    if to in TERMINAL:
+        values.setdefault("finished_at", now)
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_(tuple(expected)))
+        .values(status=to, updated_at=now, **values)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def add_event(session: Session, job_id: str, kind: str, message: str,
+              data: dict[str, Any] | None = None) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data or {}))
+
+
+def create(session: Session, spec: JobSpec, enqueue: Enqueue) -> Job:
+    spec = spec.resolved()
+    used = _check_datasets(session, spec)
+    job = Job(id=new_id("job"), name=spec.name, status="queued",
+              spec=spec.model_dump(mode="json"), metrics={})
+    session.add(job)
+    session.flush()
+    for role, dataset in used.items():
+        session.add(JobDataset(job_id=job.id, role=role, dataset_id=dataset.id))
+    add_event(session, job.id, "queued", "Job queued", {"model": spec.model, "task": spec.task})
+    session.flush()
+    job_id = job.id
+    after_commit(session, lambda: enqueue(job_id))
+    return job
+
+
+def _check_datasets(session: Session, spec: JobSpec) -> dict[str, Dataset]:
+    """Every referenced dataset exists and has the columns the spec names (422 otherwise)."""
+    fields = {"text_column": spec.dataset.text_column, "label_column": spec.dataset.label_column}
+    if spec.dataset.text_pair_column:
+        fields["text_pair_column"] = spec.dataset.text_pair_column
+    used: dict[str, Dataset] = {}
+    for role, dataset_id in spec.dataset.uploaded_ids().items():
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None:
+            raise InvalidRequest(f"no dataset with id {dataset_id}", code="dataset_not_found",
+                                 param=f"dataset.{role}")
+        types = {column["name"]: column["type"] for column in dataset.columns}
+        for field, column in fields.items():
+            if column not in types:
+                raise InvalidRequest(
+                    f"column '{column}' is not in the {role} dataset {dataset_id}; "
+                    f"its columns are: {', '.join(types)}",
+                    code="column_not_found", param=f"dataset.{field}")
+        label_type = types[spec.dataset.label_column]
+        if spec.task == "text-regression" and label_type not in ("integer", "float"):
+            raise InvalidRequest(
+                f"text-regression needs a numeric label column; '{spec.dataset.label_column}' "
+                f"in dataset {dataset_id} holds {label_type} values",
+                code="invalid_label_column", param="dataset.label_column")
+        used[role] = dataset
+    return used
+
+
+def get(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}", param="job_id")
+    return job
+
+
+def list_page(session: Session, status: str | None, limit: int,
+              after: str | None) -> tuple[list[Job], bool]:
+    statement = select(Job)
+    if status is not None:
+        statement = statement.where(Job.status == status)
+    return paginate(session, statement, Job, limit, after)
+
+
+def cancel(session: Session, job_id: str) -> Job:
+    """Queued: cancelled at once. Running: cancelling, until the worker stops it. Idempotent."""
+    job = get(session, job_id)
+    if transition(session, job_id, expected=("queued",), to="cancelled"):
+        add_event(session, job_id, "cancelled", "Job cancelled before it started")
+    elif transition(session, job_id, expected=("running",), to="cancelling"):
+        add_event(session, job_id, "cancelling", "Cancel requested; stopping at the next step")
+    session.flush()
+    session.refresh(job)
+    if job.status in ("succeeded", "failed"):
+        raise Conflict(f"job {job_id} has already finished ({job.status}); nothing to cancel",
+                       code="job_already_finished")
+    return job
+
+
+def events(session: Session, job_id: str, after: int | None,
+           limit: int) -> tuple[list[JobEvent], bool]:
+    get(session, job_id)
+    statement = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        statement = statement.where(JobEvent.id > after)
+    rows = list(session.scalars(statement.order_by(JobEvent.id).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def metric_series(session: Session, job_id: str) -> dict[str, list[MetricPoint]]:
+    get(session, job_id)
+    series: dict[str, list[MetricPoint]] = {}
+    points = session.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id)
+                             .order_by(MetricPoint.step, MetricPoint.id))
+    for point in points:
+        series.setdefault(point.name, []).append(point)
+    return series
+
+
+def record_progress(session: Session, job_id: str, *, step: int, total_steps: int | None,
+                    epoch: float | None, eta_seconds: float | None,
+                    latest: dict[str, dict[str, float]]) -> str | None:
+    """Store a running job's progress; returns its status, which tells the trainer to stop."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    if job.status in ("running", "cancelling"):
+        job.step, job.total_steps, job.epoch = step, total_steps, epoch
+        job.eta_seconds = round(eta_seconds, 1) if eta_seconds is not None else None
+        job.metrics = {**job.metrics, **latest}
+    return job.status

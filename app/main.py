@@ -1,0 +1,104 @@
+"""create_app(): settings, database, store and broker wired in the lifespan; one error shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import migrate
+from app.artifacts.router import router as artifacts_router
+from app.config import Settings, get_settings
+from app.datasets.router import router as datasets_router
+from app.db import make_engine, make_session_factory
+from app.errors import ErrorBody, ErrorDetail, ServiceError
+from app.health import router as health_router
+from app.jobs.router import router as jobs_router
+from app.queue import Broker
+from app.storage import LocalStorage
+
+logger = logging.getLogger("finetune.api")
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+               415: "unsupported_media_type", 416: "range_not_satisfiable"}
+
+
+class UnmigratedDatabase(RuntimeError):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.prepare_local_dirs()
+        engine = make_engine(settings.database_url)
+        if settings.migrate_on_start:
+            migrate.upgrade(settings.database_url)
+        elif (head := migrate.pending_revision(engine, settings.database_url)) is not None:
+            engine.dispose()
+            raise UnmigratedDatabase(
+                f"the database is not migrated to the current schema ({head}); "
+                "run `finetune migrate` first")
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        app.state.storage = LocalStorage(settings.storage_dir)
+        app.state.broker = Broker(settings)
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="Fine-tuning job service", version="0.1.0", lifespan=lifespan,
+                  description="Submit fine-tuning jobs, follow them, download the models.")
+    for router in (health_router, datasets_router, jobs_router, artifacts_router):
+        app.include_router(router)
+    _install_error_handlers(app)
+    return app
+
+
+def _error(status: int, code: str, message: str, param: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, param=param))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return _error(400, "invalid_json", "the request body is not valid JSON: "
+                          f"{first.get('ctx', {}).get('error', 'parse error')}")
+        location = [str(part) for part in first.get("loc", ())]
+        param = ".".join(location[1:]) or None
+        if first.get("type") == "extra_forbidden":
+            message = f"unknown field '{param}'"
+            code = "unknown_field"
+        else:
+            message = f"{param}: {first.get('msg', 'invalid value')}" if param else str(
+                first.get("msg", "invalid request"))
+            code = "invalid_request"
+        return _error(422, code, message, param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error",
+                      "the service failed on this request; the error is in its log")

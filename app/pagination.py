@@ -1,0 +1,38 @@
+"""Cursor pagination, newest first: `limit` and `after` (the id of the last item seen)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidRequest
+
+T = TypeVar("T")
+
+LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page")]
+AfterQuery = Annotated[str | None, Query(max_length=64,
+                                         description="Id of the last item of the previous page")]
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    has_more: bool
+
+
+def paginate(session: Session, statement: Select[Any], model: Any, limit: int,
+             after: str | None) -> tuple[list[Any], bool]:
+    if after is not None:
+        anchor = session.execute(
+            select(model.created_at, model.id).where(model.id == after)).first()
+        if anchor is None:
+            raise InvalidRequest(f"'after' names no item of this list: {after}", param="after")
+        statement = statement.where(or_(
+            model.created_at < anchor.created_at,
+            and_(model.created_at == anchor.created_at, model.id < anchor.id)))
+    statement = statement.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(statement))
+    return rows[:limit], len(rows) > limit

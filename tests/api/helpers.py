@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import TINY_MODEL
+from tests.factories import sentiment_rows, write_rows
+
+
+def upload_file(api: TestClient, path: Path, **fields: str) -> Any:
+    with path.open("rb") as stream:
+        return api.post("/v1/datasets", files={"file": (path.name, stream)}, data=fields)
+
+
+def upload_rows(api: TestClient, tmp_path: Path, rows: list[dict[str, Any]],
+                filename: str = "train.csv") -> dict[str, Any]:
+    response = upload_file(api, write_rows(tmp_path / filename, rows))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def sentiment_dataset(api: TestClient, tmp_path: Path, n: int = 40) -> dict[str, Any]:
+    return upload_rows(api, tmp_path, sentiment_rows(n))
+
+
+def job_spec(dataset_id: str, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"task": "text-classification", "model": TINY_MODEL,
+                            "dataset": {"train": dataset_id, "validation_split": 0.2}}
+    spec.update(overrides)
+    return spec
+
+
+def assert_error(response: Any, status: int, code: str, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+    if param is not None:
+        assert error.get("param") == param, error
+    return error

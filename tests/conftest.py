@@ -1,0 +1,90 @@
+"""Shared fixtures: migrated databases (SQLite and PostgreSQL), a tiny model catalog, the API.
+
+API tests run against databases built by the migrations, each test inside one transaction
+that is rolled back at its end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import sessionmaker
+
+from app import migrate
+from app.config import Settings
+from app.main import create_app
+from tests.factories import write_tiny_bert
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSTGRES_URL = os.environ.get("FT_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("FT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+TINY_MODEL = "tiny/bert"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
+    name = f"ft_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def model_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    catalog = tmp_path_factory.mktemp("models")
+    write_tiny_bert(catalog / TINY_MODEL)
+    return catalog
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'api.sqlite'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    with postgres_database() as url:
+        migrate.upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, model_catalog: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    broker = tmp_path_factory.getbasetemp() / "broker.sqlite"
+    return Settings(database_url=database_url, broker_url=f"sqla+sqlite:///{broker}",
+                    storage_dir=tmp_path / "storage", models_dir=model_catalog,
+                    max_upload_bytes=1024 * 1024, auto_migrate=False)
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    """The app on a migrated database; everything a test writes is rolled back after it."""
+    app = create_app(settings)
+    with TestClient(app) as client:
+        connection = app.state.engine.connect()
+        outer = connection.begin()
+        app.state.session_factory = sessionmaker(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        try:
+            yield client
+        finally:
+            outer.rollback()
+            connection.close()

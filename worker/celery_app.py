@@ -1,0 +1,39 @@
+"""The Celery app and its settings for long jobs. Imports nothing heavy: the API uses it too."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.config import Settings
+
+RUN_JOB = "jobs.run"
+QUEUE = "finetune"
+
+
+def create_celery(settings: Settings) -> Celery:
+    celery = Celery("finetune", broker=settings.broker_url, set_as_current=False)
+    # A message must outlive the longest job: Redis redelivers unacked messages after the
+    # visibility timeout, which would start the job a second time.
+    visibility_timeout = settings.max_job_seconds + 3600
+    if settings.broker_url.startswith("sqla+"):
+        # Kombu hands these to create_engine(); SQLite writers wait instead of failing.
+        transport_options: dict[str, object] = {"connect_args": {"timeout": 30}}
+    else:
+        transport_options = {"visibility_timeout": visibility_timeout}
+    celery.conf.update(
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        visibility_timeout=visibility_timeout,
+        # The API answers 503 quickly instead of hanging a request on a dead broker.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0,
+                                   "interval_step": 0.5, "interval_max": 1},
+    )
+    return celery

@@ -1,0 +1,25 @@
+"""Start a Celery worker for jobs: one job at a time, one worker per GPU."""
+
+from __future__ import annotations
+
+from app import migrate
+from app.config import Settings
+from app.db import make_engine, make_session_factory
+from worker.celery_app import QUEUE, create_celery
+from worker.tasks import register_tasks
+
+
+def run_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
+    settings.prepare_local_dirs()
+    engine = make_engine(settings.database_url)
+    if settings.migrate_on_start:
+        migrate.upgrade(settings.database_url)
+    elif (head := migrate.pending_revision(engine, settings.database_url)) is not None:
+        raise SystemExit(f"the database is not migrated to the current schema ({head}); "
+                         "run `finetune migrate` first")
+    celery = create_celery(settings)
+    register_tasks(celery, settings, make_session_factory(engine))
+    # solo pool: the task only supervises; the training runs in its own child process.
+    celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", QUEUE,
+                        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                        *(extra_args or [])])

@@ -1,0 +1,99 @@
+"""The TrainerCallback that reports a job's progress, metrics and events to the database.
+
+It runs in the trainer child. Writes are throttled so that a fast job does not hammer the
+database, and the same round trip reads the job's status: a cancel request sets
+`control.should_training_stop`, and the run then ends as cancelled.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from app.db import transaction
+from app.jobs import service as jobs
+from app.models import MetricPoint
+
+
+class JobCancelled(Exception):
+    """Raised at the end of a training loop that stopped because the job was cancelled."""
+
+
+class DatabaseReporter(TrainerCallback):
+    def __init__(self, session_factory: sessionmaker[Session], job_id: str,
+                 interval_seconds: float) -> None:
+        self.session_factory = session_factory
+        self.job_id = job_id
+        self.interval = interval_seconds
+        self.last_write = 0.0
+        self.started = time.monotonic()
+        self.pending_points: list[MetricPoint] = []
+        self.latest: dict[str, dict[str, float]] = {}
+        self.cancel_requested = False
+
+    def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        with transaction(self.session_factory) as session:
+            jobs.add_event(session, self.job_id, kind, message, data)
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState,
+                       control: TrainerControl, **kwargs: Any) -> None:
+        self.started = time.monotonic()
+        self._write(state, control, force=True)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState,
+                    control: TrainerControl, **kwargs: Any) -> None:
+        self._write(state, control, force=False)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        for name, value in (logs or {}).items():
+            if name == "epoch" or not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            self.pending_points.append(MetricPoint(
+                job_id=self.job_id, step=state.global_step, epoch=state.epoch, name=name,
+                value=float(value)))
+            split = "eval" if name.startswith("eval_") else "train"
+            self.latest.setdefault(split, {})[name] = float(value)
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState,
+                    control: TrainerControl, metrics: dict[str, Any] | None = None,
+                    **kwargs: Any) -> None:
+        shown = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float)}
+        self.event("evaluation", f"Evaluation at step {state.global_step}",
+                   {"step": state.global_step, "epoch": state.epoch, "metrics": shown})
+        self._write(state, control, force=True)
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState,
+                     control: TrainerControl, **kwargs: Any) -> None:
+        epoch = round(state.epoch or 0.0, 4)
+        self.event("epoch", f"Epoch {epoch:g} finished at step {state.global_step}",
+                   {"epoch": epoch, "step": state.global_step})
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState,
+                     control: TrainerControl, **kwargs: Any) -> None:
+        self._write(state, control, force=True)
+        if self.cancel_requested:
+            raise JobCancelled(f"training stopped at step {state.global_step} on request")
+
+    def _write(self, state: TrainerState, control: TrainerControl, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_write < self.interval:
+            return
+        self.last_write = now
+        total = state.max_steps or None
+        eta = None
+        if total and state.global_step:
+            eta = (now - self.started) / state.global_step * (total - state.global_step)
+        with transaction(self.session_factory) as session:
+            session.add_all(self.pending_points)
+            status = jobs.record_progress(session, self.job_id, step=state.global_step,
+                                          total_steps=total, epoch=state.epoch,
+                                          eta_seconds=eta, latest=self.latest)
+        self.pending_points = []
+        if status == "cancelling":
+            self.cancel_requested = True
+            control.should_training_stop = True

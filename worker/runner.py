@@ -1,0 +1,137 @@
+"""Entry point of the trainer child.
+
+    python -m worker.runner --job-id JOB_ID          # spawned by the worker for a job
+    python -m worker.runner --spec SPEC --out DIR    # standalone, no service at all
+
+In job mode the outcome goes to `outcome.json` in the job's work folder, which the
+supervising worker task turns into the job's final state; the exit status alone tells a
+crash from a clean failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+OUTCOME_FILE = "outcome.json"
+EXIT_FAILED = 1
+EXIT_CANCELLED = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.runner", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--job-id", help="run this job of the service's database")
+    parser.add_argument("--spec", type=Path, help="a job spec (JSON) whose dataset entries "
+                                                  "are file paths")
+    parser.add_argument("--out", type=Path, help="output folder (standalone mode)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.job_id:
+        return run_job(args.job_id)
+    if args.spec and args.out:
+        return run_standalone(args.spec, args.out)
+    parser.error("give --job-id, or --spec and --out")
+    return 2
+
+
+def run_standalone(spec_path: Path, out: Path) -> int:
+    from app.catalog import resolve_model
+    from app.config import get_settings
+    from app.jobs.spec import JobSpec
+    from worker.training.data import DataFile, DataFiles, format_from_suffix
+    from worker.training.errors import TrainingError
+    from worker.training.events import PrintSink
+    from worker.training.trainer import run_training
+
+    spec = JobSpec.model_validate_json(spec_path.read_text()).resolved()
+    files = {role: DataFile(Path(path), format_from_suffix(Path(path)))
+             for role, path in spec.dataset.uploaded_ids().items()}
+    try:
+        metrics = run_training(spec, DataFiles(**files),
+                               resolve_model(spec.model, get_settings().models_dir), out,
+                               events=PrintSink())
+    except TrainingError as exc:
+        print(json.dumps({"error": {"code": exc.code, "message": exc.message,
+                                    "hint": exc.hint}}), file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def run_job(job_id: str) -> int:
+    from app.config import get_settings
+    from app.db import make_engine, make_session_factory
+    from app.storage import LocalStorage
+
+    settings = get_settings()
+    storage = LocalStorage(settings.storage_dir)
+    work_dir = storage.job_work_dir(job_id)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / OUTCOME_FILE).unlink(missing_ok=True)
+    engine = make_engine(settings.database_url)
+    try:
+        outcome, code = _train_job(job_id, settings, make_session_factory(engine), storage)
+    finally:
+        engine.dispose()
+    _write_outcome(work_dir, outcome)
+    return code
+
+
+def _train_job(job_id: str, settings: Any, session_factory: Any,
+               storage: Any) -> tuple[dict[str, Any], int]:
+    from app.catalog import resolve_model
+    from app.jobs.spec import JobSpec
+    from app.models import Dataset, Job
+    from worker.reporting import DatabaseReporter
+    from worker.training.data import DataFile, DataFiles
+    from worker.training.errors import OutOfMemory, TrainingError
+    from worker.training.trainer import run_training
+
+    reporter = DatabaseReporter(session_factory, job_id, settings.progress_interval_seconds)
+    try:
+        with session_factory() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise TrainingError(f"job {job_id} is not in the database")
+            spec = JobSpec.model_validate(job.spec)
+            files = {}
+            for role, dataset_id in spec.dataset.uploaded_ids().items():
+                dataset = session.get(Dataset, dataset_id)
+                if dataset is None:
+                    raise TrainingError(f"dataset {dataset_id} ({role}) no longer exists",
+                                        hint="Upload the data again and submit a new job.")
+                files[role] = DataFile(storage.dataset_path(dataset.id, dataset.format),
+                                       dataset.format)
+        metrics = run_training(spec, DataFiles(**files),
+                               resolve_model(spec.model, settings.models_dir),
+                               storage.job_work_dir(job_id), events=reporter,
+                               callbacks=[reporter])
+        return {"status": "succeeded", "metrics": metrics}, 0
+    except BaseException as exc:  # the child reports every ending, then exits
+        if reporter.cancel_requested:
+            return {"status": "cancelled"}, EXIT_CANCELLED
+        if isinstance(exc, MemoryError):
+            exc = OutOfMemory("the trainer ran out of memory")
+        if not isinstance(exc, TrainingError):
+            traceback.print_exc()
+            exc = TrainingError(f"training failed: {type(exc).__name__}: {exc}")
+        return {"status": "failed", "code": exc.code, "message": exc.message,
+                "hint": exc.hint}, EXIT_FAILED
+
+
+def _write_outcome(work_dir: Path, outcome: dict[str, Any]) -> None:
+    partial = work_dir / (OUTCOME_FILE + ".partial")
+    partial.write_text(json.dumps(outcome, default=str))
+    os.replace(partial, work_dir / OUTCOME_FILE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
