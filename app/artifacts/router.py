@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 _FILE_RESPONSES = {200: {"content": {"application/octet-stream": {}},
                          "description": "The file; HTTP Range requests are supported"},
                    206: {"description": "Partial content for a Range request"},
-                   **error_responses(404, 409, 416)}
+                   **error_responses(400, 404, 409, 416)}
 
 
 class ArtifactOut(BaseModel):
@@ -37,16 +37,19 @@ def list_artifacts(job_id: str, session: SessionDep) -> ArtifactList:
 
 @router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse,
             responses=_FILE_RESPONSES)
-def download_artifact(job_id: str, path: str, session: SessionDep,
+def download_artifact(job_id: str, path: str, request: Request, session: SessionDep,
                       storage: StorageDep) -> FileResponse:
     """One file of the model folder."""
     file = service.file_path(session, storage, job_id, path)
+    service.check_range(request.headers.get("range"), file.stat().st_size)
     return FileResponse(file, filename=file.name, media_type="application/octet-stream")
 
 
 @router.get("/{job_id}/model", response_class=FileResponse, responses=_FILE_RESPONSES)
-def download_model(job_id: str, session: SessionDep, storage: StorageDep) -> FileResponse:
+def download_model(job_id: str, request: Request, session: SessionDep,
+                   storage: StorageDep) -> FileResponse:
     """The whole model folder as one .tar.gz; `from_pretrained` loads it once unpacked."""
     archive = service.archive_path(session, storage, job_id)
+    service.check_range(request.headers.get("range"), archive.stat().st_size)
     return FileResponse(archive, filename=f"{job_id}-model.tar.gz",
                         media_type="application/gzip")

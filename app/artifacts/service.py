@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, InvalidRequest, NotFound, RangeNotSatisfiable
 from app.jobs import service as jobs
 from app.models import Artifact
 from app.storage import LocalStorage
@@ -69,3 +69,25 @@ def sha256_of(path: Path) -> str:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_range(header: str | None, size: int) -> None:
+    """Refuse a Range header the file cannot satisfy, with the API's error body.
+
+    The file response serves valid ranges itself but would answer bad ones in plain text.
+    """
+    if header is None:
+        return
+    unit, _, ranges = header.partition("=")
+    if unit.strip() != "bytes" or not ranges.strip():
+        raise InvalidRequest(f"malformed Range header: {header!r}", code="invalid_range",
+                             param="Range")
+    for part in ranges.split(","):
+        start, dash, end = part.strip().partition("-")
+        if not dash or not (start.isdigit() or end.isdigit()) or (
+                start and not start.isdigit()) or (end and not end.isdigit()):
+            raise InvalidRequest(f"malformed Range header: {header!r}", code="invalid_range",
+                                 param="Range")
+        if start.isdigit() and (int(start) >= size or (end and int(end) < int(start))):
+            raise RangeNotSatisfiable(f"the range {part.strip()} is outside the file's "
+                                      f"{size} bytes", headers={"Content-Range": f"bytes */{size}"})

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.helpers import assert_error, job_spec, sentiment_dataset, upload_rows
+from tests.factories import regression_rows
+
+
+@pytest.fixture
+def dataset(api: TestClient, tmp_path: Path) -> dict[str, Any]:
+    return sentiment_dataset(api, tmp_path)
+
+
+class TestSubmit:
+    def test_created_queued_with_resolved_spec(self, api: TestClient,
+                                               dataset: dict[str, Any]) -> None:
+        response = api.post("/v1/jobs", json=job_spec(dataset["id"], name="first"))
+        assert response.status_code == 201, response.text
+        job = response.json()
+        assert job["id"].startswith("job_")
+        assert job["status"] == "queued"
+        assert job["name"] == "first"
+        assert job["error"] is None and job["started_at"] is None
+        assert job["progress"] == {"step": 0, "total_steps": None, "epoch": None,
+                                   "percent": 0.0, "eta_seconds": None}
+        hyper = job["spec"]["hyperparameters"]
+        assert hyper["learning_rate"] == 2e-5 and hyper["batch_size"] == 16
+        assert hyper["warmup_steps"] == 0
+        assert job["spec"]["evaluation"]["strategy"] == "epoch"
+        events = api.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+        assert [e["kind"] for e in events] == ["queued"]
+
+    def test_the_classic_recipe_is_expressible(self, api: TestClient,
+                                               dataset: dict[str, Any]) -> None:
+        spec = {"task": "text-classification", "model": "bert-base-uncased",
+                "dataset": {"train": dataset["id"], "validation": dataset["id"]},
+                "hyperparameters": {"epochs": 3, "batch_size": 16, "eval_batch_size": 64,
+                                    "warmup_steps": 500, "weight_decay": 0.01,
+                                    "learning_rate": 2e-5},
+                "logging_steps": 10, "evaluation": {"strategy": "steps", "steps": 200}}
+        response = api.post("/v1/jobs", json=spec)
+        assert response.status_code == 201, response.text
+        assert response.json()["spec"]["evaluation"] == {"strategy": "steps", "steps": 200}
+
+    def test_regression_needs_numeric_labels(self, api: TestClient, tmp_path: Path,
+                                             dataset: dict[str, Any]) -> None:
+        numeric = upload_rows(api, tmp_path, regression_rows(20), "scores.csv")
+        ok = api.post("/v1/jobs", json=job_spec(numeric["id"], task="text-regression",
+                                                dataset={"train": numeric["id"],
+                                                         "label_column": "score"}))
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["spec"]["evaluation"]["strategy"] == "no"
+        assert_error(api.post("/v1/jobs", json=job_spec(dataset["id"], task="text-regression")),
+                     422, "invalid_label_column", "dataset.label_column")
+
+    @pytest.mark.parametrize(("change", "param"), [
+        ({"hyperparameters": {"epochs": 0}}, "hyperparameters.epochs"),
+        ({"hyperparameters": {"epochs": -1}}, "hyperparameters.epochs"),
+        ({"hyperparameters": {"learning_rate": 0}}, "hyperparameters.learning_rate"),
+        ({"hyperparameters": {"learning_rate": -0.1}}, "hyperparameters.learning_rate"),
+        ({"hyperparameters": {"batch_size": 0}}, "hyperparameters.batch_size"),
+        ({"hyperparameters": {"batch_size": 10**9}}, "hyperparameters.batch_size"),
+        ({"hyperparameters": {"optimizer": "adam"}}, "hyperparameters.optimizer"),
+        ({"task": "image-generation"}, "task"),
+        ({"model": "../../etc/passwd"}, "model"),
+        ({"model": "https://example.com/model"}, "model"),
+        ({"model": "/abs/path"}, "model"),
+        ({"evaluation": {"strategy": "sometimes"}}, "evaluation.strategy"),
+    ])
+    def test_invalid_values_name_the_field(self, api: TestClient, dataset: dict[str, Any],
+                                           change: dict[str, Any], param: str) -> None:
+        assert_error(api.post("/v1/jobs", json=job_spec(dataset["id"], **change)), 422,
+                     "invalid_request", param)
+
+    def test_unknown_fields_are_refused(self, api: TestClient, dataset: dict[str, Any]) -> None:
+        spec = job_spec(dataset["id"], hyperparameters={"learnin_rate": 1e-4})
+        error = assert_error(api.post("/v1/jobs", json=spec), 422, "unknown_field",
+                             "hyperparameters.learnin_rate")
+        assert "learnin_rate" in error["message"]
+        assert_error(api.post("/v1/jobs", json={**job_spec(dataset["id"]), "gpu": "a100"}),
+                     422, "unknown_field", "gpu")
+
+    def test_missing_required_fields(self, api: TestClient) -> None:
+        assert_error(api.post("/v1/jobs", json={"model": "x"}), 422, "invalid_request", "task")
+        assert_error(api.post("/v1/jobs", json={"task": "text-classification", "model": "x",
+                                                "dataset": {}}), 422, "invalid_request")
+
+    def test_malformed_json(self, api: TestClient) -> None:
+        response = api.post("/v1/jobs", content=b'{"task": "text-classification",',
+                            headers={"content-type": "application/json"})
+        assert_error(response, 400, "invalid_json")
+
+    def test_unknown_dataset(self, api: TestClient) -> None:
+        assert_error(api.post("/v1/jobs", json=job_spec("ds_missing")), 422,
+                     "dataset_not_found", "dataset.train")
+
+    def test_columns_are_checked_against_the_dataset(self, api: TestClient,
+                                                     dataset: dict[str, Any]) -> None:
+        for field in ("text_column", "label_column", "text_pair_column"):
+            spec = job_spec(dataset["id"])
+            spec["dataset"][field] = "nope"
+            error = assert_error(api.post("/v1/jobs", json=spec), 422, "column_not_found",
+                                 f"dataset.{field}")
+            assert "'nope'" in error["message"] and "text, label" in error["message"]
+
+    def test_evaluation_without_validation_data(self, api: TestClient,
+                                                dataset: dict[str, Any]) -> None:
+        spec = job_spec(dataset["id"], dataset={"train": dataset["id"]},
+                        evaluation={"strategy": "epoch"})
+        error = assert_error(api.post("/v1/jobs", json=spec), 422, "invalid_request")
+        assert "validation" in error["message"]
+
+
+class TestReadAndCancel:
+    def test_list_filter_and_pagination(self, api: TestClient, dataset: dict[str, Any]) -> None:
+        ids = [api.post("/v1/jobs", json=job_spec(dataset["id"])).json()["id"]
+               for _ in range(3)]
+        api.post(f"/v1/jobs/{ids[0]}/cancel")
+        page = api.get("/v1/jobs", params={"limit": 2}).json()
+        assert [j["id"] for j in page["data"]] == [ids[2], ids[1]] and page["has_more"]
+        queued = api.get("/v1/jobs", params={"status": "queued"}).json()["data"]
+        assert [j["id"] for j in queued] == [ids[2], ids[1]]
+        cancelled = api.get("/v1/jobs", params={"status": "cancelled"}).json()["data"]
+        assert [j["id"] for j in cancelled] == [ids[0]]
+        assert_error(api.get("/v1/jobs", params={"status": "done"}), 422, "invalid_request",
+                     "status")
+
+    def test_cancel_queued_then_again(self, api: TestClient, dataset: dict[str, Any]) -> None:
+        job = api.post("/v1/jobs", json=job_spec(dataset["id"])).json()
+        first = api.post(f"/v1/jobs/{job['id']}/cancel")
+        assert first.status_code == 200 and first.json()["status"] == "cancelled"
+        assert first.json()["finished_at"] is not None
+        second = api.post(f"/v1/jobs/{job['id']}/cancel")
+        assert second.status_code == 200 and second.json()["status"] == "cancelled"
+        kinds = [e["kind"] for e in api.get(f"/v1/jobs/{job['id']}/events").json()["data"]]
+        assert kinds == ["queued", "cancelled"]
+
+    def test_unknown_job_is_404_everywhere(self, api: TestClient) -> None:
+        for method, path in (("get", ""), ("post", "/cancel"), ("get", "/events"),
+                             ("get", "/metrics"), ("get", "/artifacts"),
+                             ("get", "/artifacts/config.json"), ("get", "/model")):
+            response = getattr(api, method)(f"/v1/jobs/job_missing{path}")
+            assert_error(response, 404, "not_found")
+
+    def test_model_of_an_unfinished_job(self, api: TestClient, dataset: dict[str, Any]) -> None:
+        job = api.post("/v1/jobs", json=job_spec(dataset["id"])).json()
+        assert_error(api.get(f"/v1/jobs/{job['id']}/model"), 409, "model_not_ready")
+        assert api.get(f"/v1/jobs/{job['id']}/artifacts").json() == {"data": [],
+                                                                    "has_more": False}
+        assert api.get(f"/v1/jobs/{job['id']}/metrics").json() == {"job_id": job["id"],
+                                                                  "series": {}}
