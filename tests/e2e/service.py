@@ -1,0 +1,127 @@
+"""Real service processes for end-to-end tests: `finetune api` and `finetune worker`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class Service:
+    client: httpx.Client
+    storage_dir: Path
+    worker: subprocess.Popen[bytes]
+
+    def wait_for(self, job_id: str, statuses: tuple[str, ...] = TERMINAL,
+                 timeout: float = 300, condition: Any = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in statuses and (condition is None or condition(job)):
+                return job
+            if self.worker.poll() is not None:
+                raise AssertionError(f"the worker exited with {self.worker.returncode}")
+            time.sleep(0.3)
+        raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s: {job}")
+
+    def upload(self, path: Path) -> dict[str, Any]:
+        with path.open("rb") as stream:
+            response = self.client.post("/v1/datasets", files={"file": (path.name, stream)})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        response = self.client.post("/v1/jobs", json=spec)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(settings: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FT_")}
+    env.update(settings)
+    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def finetune(*args: str, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as stream:
+        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, cwd=cwd,
+                                stdout=stream, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def running_service(settings: dict[str, str], workdir: Path) -> Iterator[Service]:
+    """The API and one worker as separate processes, as deployed; logs go to `workdir`."""
+    env = service_env(settings)
+    port = free_port()
+    api = finetune("api", "--port", str(port), env=env, cwd=workdir, log=workdir / "api.log")
+    worker = finetune("worker", env=env, cwd=workdir, log=workdir / "worker.log")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        _wait_ready(client, api, workdir / "api.log")
+        storage = Path(settings.get("FT_STORAGE_DIR", workdir / "var" / "storage"))
+        yield Service(client, storage, worker)
+    finally:
+        client.close()
+        stop(api)
+        stop(worker)
+
+
+def _wait_ready(client: httpx.Client, api: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise AssertionError(f"the API exited: {log.read_text()[-3000:]}")
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the API did not become ready: {log.read_text()[-3000:]}")
+
+
+def trainer_pid(job_id: str) -> int | None:
+    """The pid of the trainer child running `job_id`, found through /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker.runner" in argv and job_id.encode() in argv:
+            return int(entry.name)
+    return None
