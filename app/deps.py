@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db import AFTER_COMMIT, commit
+from app.db import transaction
 from app.storage import LocalStorage
 
 
@@ -19,16 +19,8 @@ def get_session(request: Request) -> Iterator[Session]:
     The dependency ends before the response is sent (scope="function"), so a failed commit
     or a failed after-commit action (sending the job to the broker) becomes the response.
     """
-    session: Session = request.app.state.session_factory()
-    try:
+    with transaction(request.app.state.session_factory) as session:
         yield session
-        commit(session)
-    except BaseException:
-        session.rollback()
-        session.info.pop(AFTER_COMMIT, None)
-        raise
-    finally:
-        session.close()
 
 
 def get_settings(request: Request) -> Settings:

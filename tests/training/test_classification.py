@@ -89,5 +89,17 @@ def test_sentence_pairs_from_json_array(tmp_path: Path, tiny_bert: Path,
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
     assert sink.data_of("dataset_loaded")[0]["labels"] == ["different", "same"]
     classifier = pipeline("text-classification", model=str(tmp_path / "out" / "model"))
-    prediction = classifier({"text": "cats the story", "text_pair": "film was cats"})
-    assert prediction["label"] in {"same", "different"}
+    predictions = classifier([{"text": "cats the story", "text_pair": "film was cats"}])
+    assert predictions[0]["label"] in {"same", "different"}
+
+
+def test_label_column_already_called_labels(tmp_path: Path, tiny_bert: Path,
+                                            sink: RecordingSink) -> None:
+    rows = [{"text": row["text"], "labels": row["label"]} for row in sentiment_rows(40)]
+    train = write_rows(tmp_path / "train.csv", rows)
+    spec = make_spec(dataset={"label_column": "labels"}, hyperparameters={"epochs": 1})
+
+    metrics = run_training(spec, data_files(train), str(tiny_bert), tmp_path / "out", events=sink)
+
+    assert metrics["train_loss"] > 0
+    assert sink.data_of("dataset_loaded")[0]["labels"] == ["negative", "positive"]

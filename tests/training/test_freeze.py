@@ -83,7 +83,7 @@ def test_without_freezing_everything_trains(tmp_path: Path, tiny_bert: Path,
 
 def test_more_bottom_layers_than_the_model_has_is_invalid(tmp_path: Path, tiny_bert: Path,
                                                           sink: RecordingSink) -> None:
-    with pytest.raises(InvalidSpec, match="bottom_layers is 3 but .* only 2 layers") as caught:
+    with pytest.raises(InvalidSpec, match=r"bottom_layers is 3 but .* only 2 layers") as caught:
         _train(tmp_path, tiny_bert, {"bottom_layers": 3}, sink)
 
     assert caught.value.code == "invalid_spec"

@@ -42,3 +42,8 @@ class OutOfMemory(TrainingError):
     code = "out_of_memory"
     hint = ("Lower hyperparameters.batch_size or max_seq_length, raise "
             "gradient_accumulation_steps to keep the effective batch, or freeze layers.")
+
+
+class InvalidSpec(TrainingError):
+    code = "invalid_spec"
+    hint = "The spec does not fit this model or data: change the field named in the message."
