@@ -1,0 +1,199 @@
+"""Tiny models and synthetic datasets that real code paths can train on in a second or two.
+
+The models are randomly initialised backbones saved with the real `save_pretrained`, so that
+loading them for sequence classification adds a fresh head, exactly as with a pretrained
+checkpoint. The datasets use one set of cue words per label, so that a tiny model learns them
+within a few epochs and tests can assert that training really happened.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizer,
+    DistilBertConfig,
+    DistilBertModel,
+    ElectraConfig,
+    ElectraModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    RobertaConfig,
+    RobertaModel,
+    RobertaTokenizer,
+)
+
+# One group of cue words per label, in label order; labels beyond the groups reuse them.
+CUE_WORDS: tuple[tuple[str, ...], ...] = (
+    ("awful", "terrible", "boring", "dreadful", "poor"),
+    ("great", "wonderful", "superb", "brilliant", "lovely"),
+    ("okay", "average", "plain", "moderate", "fair"),
+    ("strange", "weird", "odd", "bizarre", "curious"),
+)
+FILLER_WORDS = ("the", "movie", "film", "plot", "actors", "story", "was", "is", "really",
+                "quite", "and", "music", "ending", "scenes", "director", "cast")
+TOPIC_WORDS = ("cats", "dogs", "rain", "trains", "music", "football", "coffee", "mountains")
+GENERIC_WORDS = """
+a about after again all also always an any are as at back be because been before being
+best better between big both but by came can city come could country day did do does
+down during each early end even every eye face fact family far few find first for found
+friend from game gave get give go good got group had hand has have he head help her here
+high him his home house how i if in into it its just keep kind know large last late left
+less life like line little long look made make man many may me men might more most mother
+much must my name near need never new next night no not now number of off old on once one
+only open or other our out over own part people place point problem program public put
+question read right room said same saw say school see seem she should show side since
+small so some something state still student study such system take than that their them
+then there these they thing think this those thought three through time to today together
+too two under until up us use very want water way we week well went were what when where
+which while who why will with word work world would write year yes yet you young your
+""".split()
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MAX_POSITIONS = 128
+
+TINY_SIZES: dict[str, Any] = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 37}
+
+
+def _corpus_words() -> list[str]:
+    words = [w for group in CUE_WORDS for w in group]
+    words += [*FILLER_WORDS, *TOPIC_WORDS, *GENERIC_WORDS, "not", "same", "different"]
+    return list(dict.fromkeys(words))
+
+
+def _wordpiece_vocab() -> dict[str, int]:
+    # Single characters and their '##' continuations let unseen words split into pieces
+    # instead of collapsing to [UNK].
+    characters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
+    tokens = [*SPECIAL_TOKENS, *characters, *(f"##{c}" for c in characters), *_corpus_words()]
+    return {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+
+
+def _byte_level_bpe() -> RobertaTokenizer:
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, show_progress=False,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    words = _corpus_words()
+    backend.train_from_iterator([*words, *(f" {w}" for w in words)], trainer)
+    bpe = json.loads(backend.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+    # The annotation says strings, but the BPE model underneath takes (left, right) pairs.
+    return RobertaTokenizer(vocab=bpe["vocab"], merges=merges,  # type: ignore[arg-type]
+                            model_max_length=MAX_POSITIONS)
+
+
+def _tiny_backbone(family: str, vocab_size: int, pad_token_id: int) -> PreTrainedModel:
+    config: PretrainedConfig
+    if family == "bert":
+        config = BertConfig(vocab_size=vocab_size, max_position_embeddings=MAX_POSITIONS,
+                            pad_token_id=pad_token_id, **TINY_SIZES)
+        return BertModel(config)
+    if family == "electra":
+        config = ElectraConfig(vocab_size=vocab_size, embedding_size=16,
+                               max_position_embeddings=MAX_POSITIONS,
+                               pad_token_id=pad_token_id, **TINY_SIZES)
+        return ElectraModel(config)
+    if family == "distilbert":
+        config = DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2,
+                                  hidden_dim=37, max_position_embeddings=MAX_POSITIONS,
+                                  pad_token_id=pad_token_id)
+        return DistilBertModel(config)
+    if family == "roberta":
+        # RoBERTa's positions start after the padding index, hence the two extra slots.
+        config = RobertaConfig(vocab_size=vocab_size, max_position_embeddings=MAX_POSITIONS + 2,
+                               pad_token_id=pad_token_id, bos_token_id=0, eos_token_id=2,
+                               **TINY_SIZES)
+        return RobertaModel(config)
+    raise ValueError(f"unknown family {family!r}: use bert, electra, distilbert or roberta")
+
+
+def write_tiny_bert(folder: Path, *, family: str = "bert") -> Path:
+    """Save a tiny random backbone (no task head) and its tokenizer into `folder`.
+
+    `family` is "bert" (default), "electra", "distilbert" (WordPiece) or "roberta" (byte-level
+    BPE). The weights are the same on every call: the random state is forked and seeded.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = (_byte_level_bpe() if family == "roberta"
+                 else BertTokenizer(vocab=_wordpiece_vocab(), model_max_length=MAX_POSITIONS))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = _tiny_backbone(family, len(tokenizer), tokenizer.pad_token_id)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def sentiment_rows(n: int, *, seed: int = 0,
+                   labels: Sequence[Any] = ("negative", "positive")) -> list[dict[str, Any]]:
+    """`n` rows {"text", "label"}, balanced over `labels`, each label with its own cue words."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(n):
+        label_index = index % len(labels)
+        cues = CUE_WORDS[label_index % len(CUE_WORDS)]
+        words = [*rng.sample(FILLER_WORDS, 3), rng.choice(cues), rng.choice(cues),
+                 *rng.sample(FILLER_WORDS, 2)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": labels[label_index]})
+    rng.shuffle(rows)
+    return rows
+
+
+def regression_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` rows {"text", "score"}: the score is the number of positive minus negative cues."""
+    rng = random.Random(seed)
+    negative, positive = CUE_WORDS[0], CUE_WORDS[1]
+    rows = []
+    for _ in range(n):
+        n_positive, n_negative = rng.randint(0, 3), rng.randint(0, 3)
+        words = [*rng.choices(positive, k=n_positive), *rng.choices(negative, k=n_negative),
+                 *rng.sample(FILLER_WORDS, 3)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "score": float(n_positive - n_negative)})
+    return rows
+
+
+def pair_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` rows {"premise", "hypothesis", "label"}: "same" when both name the same topic."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(n):
+        topic = rng.choice(TOPIC_WORDS)
+        same = index % 2 == 0
+        other = topic if same else rng.choice([t for t in TOPIC_WORDS if t != topic])
+        rows.append({
+            "premise": " ".join([topic, *rng.sample(FILLER_WORDS, 3)]),
+            "hypothesis": " ".join([*rng.sample(FILLER_WORDS, 2), other]),
+            "label": "same" if same else "different",
+        })
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]], fmt: str | None = None) -> Path:
+    """Write `rows` as csv, tsv, jsonl, json (one array) or parquet, by `fmt` or the suffix."""
+    fmt = fmt or path.suffix.lstrip(".").lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt in ("jsonl", "ndjson"):
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    elif fmt == "json":
+        path.write_text(json.dumps(rows), encoding="utf-8")
+    elif fmt in ("csv", "tsv"):
+        pd.DataFrame(rows).to_csv(path, index=False, sep="\t" if fmt == "tsv" else ",")
+    elif fmt == "parquet":
+        pd.DataFrame(rows).to_parquet(path, index=False)
+    else:
+        raise ValueError(f"unknown format {fmt!r} for {path.name}")
+    return path

@@ -1,0 +1,356 @@
+"""Load, clean, label-map, split and tokenize the data of a job.
+
+Every problem with the data becomes a DatasetInvalid (or DatasetUnavailable for the Hub) whose
+message names the file, the column and the offending values, so that a user can fix the data
+without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets import ClassLabel, Dataset, Value
+from huggingface_hub import HfApi
+from transformers import PreTrainedTokenizerBase
+
+from app.jobs.spec import DatasetSpec, HubDataset, JobSpec
+from worker.training.errors import DatasetInvalid, DatasetUnavailable
+from worker.training.events import EventSink
+
+# The column every prepared split carries its encoded label in: what the Trainer expects.
+LABELS = "labels"
+HUB_TIMEOUT_S = 10.0
+# A value this large means the tokenizer config did not say how long its inputs may be.
+UNSET_MODEL_MAX_LENGTH = 1_000_000
+_SHOWN_VALUES = 5
+
+_FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+                      ".json": "json", ".parquet": "parquet"}
+# The `datasets` builder and its options for each format; the json builder reads both a
+# top-level array and JSON Lines.
+_BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "csv": ("csv", {}), "tsv": ("csv", {"delimiter": "\t"}), "jsonl": ("json", {}),
+    "json": ("json", {}), "parquet": ("parquet", {})}
+_TEXT_TYPES = ("string", "large_string")
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: Path
+    format: str  # one of "csv", "tsv", "jsonl", "json", "parquet"
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    train: DataFile | None = None  # None only when spec.dataset.hub is used
+    validation: DataFile | None = None
+    test: DataFile | None = None
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Clean splits holding the text columns and an encoded `labels` column."""
+
+    train: Dataset
+    validation: Dataset | None
+    test: Dataset | None
+    # Label names in id order; empty for regression.
+    label_names: list[str]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) or 1
+
+    def splits(self) -> dict[str, Dataset]:
+        roles = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {role: dataset for role, dataset in roles.items() if dataset is not None}
+
+
+def format_from_suffix(path: Path) -> str:
+    """The data format of `path`, from its suffix."""
+    fmt = _FORMATS_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise DatasetInvalid(f"cannot tell the format of {path.name!r}: use one of "
+                             f"{', '.join(sorted(_FORMATS_BY_SUFFIX))}")
+    return fmt
+
+
+def prepare_data(spec: JobSpec, files: DataFiles, *, cache_dir: Path,
+                 events: EventSink) -> PreparedData:
+    """Load every split, drop unusable rows, map labels, hold out splits, and report it."""
+    dataset_spec = spec.dataset
+    raw = (_load_hub(dataset_spec.hub, cache_dir) if dataset_spec.hub is not None
+           else _load_files(files, cache_dir))
+    for role, dataset in raw.items():
+        _check_columns(role, dataset, dataset_spec)
+
+    cleaned: dict[str, Dataset] = {}
+    dropped: dict[str, int] = {}
+    for role, dataset in raw.items():
+        cleaned[role] = _drop_unusable_rows(_text_columns_as_strings(role, dataset, dataset_spec),
+                                            dataset_spec)
+        dropped[role] = len(dataset) - len(cleaned[role])
+        if len(cleaned[role]) == 0:
+            raise DatasetInvalid(
+                f"the {role} data has no usable rows: all {len(dataset)} rows have an empty "
+                f"text or label (columns {_used_columns(dataset_spec)})")
+
+    label_column = dataset_spec.label_column
+    encoders: dict[str, Callable[[Any], int | float]]
+    if spec.task == "text-classification":
+        label_names, encoders = _class_labels(cleaned, label_column)
+        label_type = "int64"
+    else:
+        _check_regression_labels(cleaned, label_column)
+        label_names, encoders, label_type = [], dict.fromkeys(cleaned, float), "float32"
+    encoded = {role: _encode_labels(dataset, label_column, encoders[role], label_type)
+               for role, dataset in cleaned.items()}
+
+    seed, usable_rows = spec.hyperparameters.seed, len(encoded["train"])
+    train, held_test = _hold_out(encoded["train"], dataset_spec.test_split, usable_rows, seed,
+                                 "test")
+    train, held_validation = _hold_out(train, dataset_spec.validation_split, usable_rows, seed,
+                                       "validation")
+    prepared = PreparedData(
+        train=train,
+        validation=held_validation if held_validation is not None else encoded.get("validation"),
+        test=held_test if held_test is not None else encoded.get("test"),
+        label_names=label_names)
+
+    rows = {f"{role}_rows": len(prepared.splits().get(role, ())) for role in
+            ("train", "validation", "test")}
+    events.event("dataset_loaded",
+                 f"{rows['train_rows']} training, {rows['validation_rows']} validation and "
+                 f"{rows['test_rows']} test rows; {sum(dropped.values())} unusable rows dropped",
+                 {**rows, "dropped_rows": dropped, "num_labels": prepared.num_labels,
+                  "labels": label_names})
+    return prepared
+
+
+def tokenize_splits(prepared: PreparedData, tokenizer: PreTrainedTokenizerBase,
+                    dataset_spec: DatasetSpec, max_seq_length: int) -> dict[str, Dataset]:
+    """Token ids truncated to `max_seq_length`, unpadded: the collator pads per batch."""
+    model_limit = tokenizer.model_max_length
+    if model_limit < UNSET_MODEL_MAX_LENGTH:
+        # Longer inputs would index past the model's position embeddings.
+        max_seq_length = min(max_seq_length, model_limit)
+    text_column, pair_column = dataset_spec.text_column, dataset_spec.text_pair_column
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        pairs = batch[pair_column] if pair_column else None
+        return dict(tokenizer(batch[text_column], pairs, truncation=True,
+                              max_length=max_seq_length))
+
+    return {role: dataset.map(encode, batched=True,
+                              remove_columns=[c for c in dataset.column_names if c != LABELS])
+            for role, dataset in prepared.splits().items()}
+
+
+def _load_files(files: DataFiles, cache_dir: Path) -> dict[str, Dataset]:
+    if files.train is None:
+        raise DatasetInvalid("the job has no training data: dataset.train names no file")
+    roles = {"train": files.train, "validation": files.validation, "test": files.test}
+    return {role: _load_file(role, file, cache_dir)
+            for role, file in roles.items() if file is not None}
+
+
+def _load_file(role: str, file: DataFile, cache_dir: Path) -> Dataset:
+    if file.format not in _BUILDERS:
+        raise DatasetInvalid(f"unknown format {file.format!r} for the {role} file "
+                             f"{file.path.name!r}")
+    if not file.path.is_file():
+        raise DatasetInvalid(f"the {role} file {file.path.name!r} does not exist")
+    builder, options = _BUILDERS[file.format]
+    try:
+        # Arrow files in the job's own cache folder: memory-mapped, so large files stay cheap.
+        dataset = datasets.load_dataset(builder, data_files=str(file.path), split="train",
+                                        cache_dir=str(cache_dir), **options)
+    except MemoryError:
+        raise
+    except Exception as exc:  # every parser raises its own kind; all mean "unreadable"
+        raise DatasetInvalid(f"could not read the {role} file {file.path.name!r} as "
+                             f"{file.format}: {first_line(exc)}") from exc
+    if not isinstance(dataset, Dataset):
+        raise DatasetInvalid(f"the {role} file {file.path.name!r} did not load as a table")
+    return dataset
+
+
+def _load_hub(hub: HubDataset, cache_dir: Path) -> dict[str, Dataset]:
+    try:
+        # One quick request decides reachability: load_dataset alone retries for minutes.
+        HfApi().dataset_info(hub.hub, timeout=HUB_TIMEOUT_S)
+        loaded = datasets.load_dataset(hub.hub, hub.config, cache_dir=str(cache_dir))
+    except MemoryError:
+        raise
+    except Exception as exc:  # offline, unknown id, gated, bad config: all "unavailable"
+        raise DatasetUnavailable(f"could not load the Hub dataset {hub.hub!r}"
+                                 f"{f' (config {hub.config!r})' if hub.config else ''}: "
+                                 f"{first_line(exc)}") from exc
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise DatasetUnavailable(f"the Hub dataset {hub.hub!r} did not load as named splits")
+    wanted = {"train": hub.train_split, "validation": hub.validation_split,
+              "test": hub.test_split}
+    splits: dict[str, Dataset] = {}
+    for role, split in wanted.items():
+        if split is None:
+            continue
+        if split not in loaded:
+            raise DatasetInvalid(f"the Hub dataset {hub.hub!r} has no split {split!r} "
+                                 f"(for {role}); its splits are {sorted(loaded)}")
+        splits[role] = loaded[split]
+    return splits
+
+
+def _used_columns(dataset_spec: DatasetSpec) -> list[str]:
+    columns = [dataset_spec.text_column, dataset_spec.text_pair_column, dataset_spec.label_column]
+    return [column for column in columns if column]
+
+
+def _check_columns(role: str, dataset: Dataset, dataset_spec: DatasetSpec) -> None:
+    present = dataset.column_names
+    missing = [column for column in _used_columns(dataset_spec) if column not in present]
+    if missing:
+        raise DatasetInvalid(
+            f"the {role} data has no column {', '.join(map(repr, missing))}; its columns are "
+            f"{', '.join(map(repr, present))}. Set dataset.text_column, "
+            f"dataset.text_pair_column or dataset.label_column to the right names.")
+
+
+def _text_columns_as_strings(role: str, dataset: Dataset, dataset_spec: DatasetSpec) -> Dataset:
+    for column in (dataset_spec.text_column, dataset_spec.text_pair_column):
+        feature = dataset.features[column] if column else None
+        if feature is None or (isinstance(feature, Value) and feature.dtype in _TEXT_TYPES):
+            continue
+        try:
+            dataset = dataset.cast_column(column, Value("string"))
+        except (TypeError, ValueError) as exc:
+            raise DatasetInvalid(f"the {role} column {column!r} must hold text; it holds "
+                                 f"{feature}") from exc
+    return dataset
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _drop_unusable_rows(dataset: Dataset, dataset_spec: DatasetSpec) -> Dataset:
+    text_columns = [column for column in (dataset_spec.text_column,
+                                          dataset_spec.text_pair_column) if column]
+    label_column = dataset_spec.label_column
+    # ClassLabel datasets (GLUE test splits, for one) mark "no label" with -1.
+    no_label = -1 if isinstance(dataset.features[label_column], ClassLabel) else None
+
+    def usable(batch: dict[str, list[Any]]) -> list[bool]:
+        texts = zip(*(batch[column] for column in text_columns), strict=True)
+        return [not _is_missing(label) and label != no_label
+                and not any(_is_missing(text) for text in row_texts)
+                for label, row_texts in zip(batch[label_column], texts, strict=True)]
+
+    return dataset.filter(usable, batched=True)
+
+
+def _label_namer(dataset: Dataset, label_column: str) -> Callable[[Any], str]:
+    feature = dataset.features[label_column]
+    if isinstance(feature, ClassLabel):
+        return feature.int2str
+
+    def name(value: Any) -> str:
+        if isinstance(value, float) and value.is_integer():
+            # CSV readers turn an integer column with gaps into floats: 1.0 is label "1".
+            return str(int(value))
+        return value.strip() if isinstance(value, str) else str(value)
+
+    return name
+
+
+def _sorted_names(names: set[str]) -> list[str]:
+    if all(name.lstrip("-").isdigit() for name in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _class_labels(splits: dict[str, Dataset], label_column: str
+                  ) -> tuple[list[str], dict[str, Callable[[Any], int | float]]]:
+    """The train label names, in id order, and per split a function from label value to id."""
+    namers = {role: _label_namer(dataset, label_column) for role, dataset in splits.items()}
+    names_by_role = {role: {namers[role](value) for value in dataset.unique(label_column)}
+                     for role, dataset in splits.items()}
+    label_names = _sorted_names(names_by_role["train"])
+    if len(label_names) < 2:
+        raise DatasetInvalid(
+            f"the label column {label_column!r} of the training data has only one class "
+            f"({label_names[0]!r}); classification needs at least two")
+    for role, names in names_by_role.items():
+        unseen = _sorted_names(names - set(label_names))
+        if unseen:
+            raise DatasetInvalid(
+                f"the {role} data has labels that the training data never has: "
+                f"{', '.join(map(repr, unseen[:_SHOWN_VALUES]))}"
+                f"{' ...' if len(unseen) > _SHOWN_VALUES else ''}; "
+                f"training labels are {', '.join(map(repr, label_names))}")
+    label_ids = {name: index for index, name in enumerate(label_names)}
+    return label_names, {role: _label_encoder(namer, label_ids) for role, namer in namers.items()}
+
+
+def _label_encoder(namer: Callable[[Any], str],
+                   label_ids: dict[str, int]) -> Callable[[Any], int]:
+    return lambda value: label_ids[namer(value)]
+
+
+def _check_regression_labels(splits: dict[str, Dataset], label_column: str) -> None:
+    for role, dataset in splits.items():
+        bad = [value for value in dataset.unique(label_column) if not _is_number(value)]
+        if bad:
+            raise DatasetInvalid(
+                f"text-regression needs numeric labels, but the {role} column "
+                f"{label_column!r} holds {', '.join(map(repr, bad[:_SHOWN_VALUES]))}"
+                f"{' ...' if len(bad) > _SHOWN_VALUES else ''}")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _encode_labels(dataset: Dataset, label_column: str, encode: Callable[[Any], int | float],
+                   label_type: str) -> Dataset:
+    features = dataset.features.copy()
+    del features[label_column]
+    # Explicit features: a raw column already called "labels" would otherwise keep its old
+    # type, and the encoded ids would come back as strings.
+    features[LABELS] = Value(label_type)
+    return dataset.map(lambda batch: {LABELS: [encode(value) for value in batch[label_column]]},
+                       batched=True, remove_columns=[label_column], features=features)
+
+
+def _hold_out(train: Dataset, fraction: float | None, original_rows: int, seed: int,
+              role: str) -> tuple[Dataset, Dataset | None]:
+    """Split `fraction` of the original training rows off `train`, reproducibly by `seed`."""
+    if not fraction:
+        return train, None
+    size = max(1, round(original_rows * fraction))
+    if size >= len(train):
+        raise DatasetInvalid(
+            f"the training data has only {original_rows} usable rows: too few to hold out "
+            f"dataset.{role}_split={fraction} and keep rows to train on")
+    parts = train.train_test_split(test_size=size, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def first_line(exc: BaseException) -> str:
+    """The gist of an exception for an error message: libraries' messages run to pages."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]

@@ -1,0 +1,197 @@
+"""Run one fine-tuning job: data, model, Trainer, final evaluation, and the saved model folder.
+
+`run_training` is the whole recipe; it knows nothing of the service around it. Progress and
+cancellation come in as TrainerCallbacks, the rest goes out as events and the model folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers import (
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.utils import logging as transformers_logging
+
+from app.jobs.spec import JobSpec
+from worker.training.data import DataFiles, PreparedData, first_line, prepare_data, tokenize_splits
+from worker.training.errors import OutOfMemory
+from worker.training.events import EventSink
+from worker.training.metrics import metrics_function, model_outputs, per_class_report
+from worker.training.model import load_model
+
+OPTIMIZERS = {"adamw": "adamw_torch", "sgd": "sgd", "adafactor": "adafactor"}
+# Final evaluations, by split, and the prefix the Trainer puts on their metrics.
+EVALUATED_SPLITS = {"validation": "eval", "test": "test"}
+MODEL_FOLDER = "model"
+
+
+def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: Path, *,
+                 events: EventSink, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+    """Fine-tune `model_source` as `spec` says and save it to `output_dir / "model"`.
+
+    Returns the final metrics, as written to the model folder's metrics.json. Raises a
+    TrainingError subclass for every failure a user can act on.
+    """
+    spec = spec.resolved()
+    set_seed(spec.hyperparameters.seed)
+    _quiet_progress_bars()
+    cache_dir = output_dir / "cache"
+    try:
+        prepared = prepare_data(spec, data, cache_dir=cache_dir, events=events)
+        model, tokenizer = load_model(spec, model_source, prepared.label_names, events=events)
+        splits = tokenize_splits(prepared, tokenizer, spec.dataset,
+                                 spec.hyperparameters.max_seq_length)
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(spec, output_dir / "checkpoints"),
+            train_dataset=splits["train"],
+            eval_dataset=splits.get("validation"),
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=metrics_function(spec.task),
+            callbacks=list(callbacks),
+        )
+        metrics: dict[str, Any] = dict(trainer.train().metrics)
+        for role, prefix in EVALUATED_SPLITS.items():
+            if role in splits:
+                metrics |= _final_evaluation(trainer, splits[role], role, prefix,
+                                             prepared.label_names, events)
+        metrics = json_safe(metrics)
+        model_dir = output_dir / MODEL_FOLDER
+        _save_model_folder(trainer, model_dir, metrics, _model_card(spec, prepared, metrics))
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "host"
+        raise OutOfMemory(f"out of {where} memory: {first_line(exc)}") from exc
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    events.event("saved", f"saved the model to {model_dir}",
+                 {"path": str(model_dir), "files": sorted(p.name for p in model_dir.iterdir())})
+    return metrics
+
+
+def training_arguments(spec: JobSpec, checkpoints_dir: Path) -> TrainingArguments:
+    """The one place that turns the spec into TrainingArguments."""
+    hyper = spec.hyperparameters
+    # transformers 5 has no warmup_ratio: a warmup_steps below 1 is read as a ratio.
+    warmup = hyper.warmup_ratio if hyper.warmup_ratio is not None else hyper.warmup_steps or 0
+    return TrainingArguments(
+        output_dir=str(checkpoints_dir),
+        num_train_epochs=hyper.epochs,
+        max_steps=hyper.max_steps if hyper.max_steps is not None else -1,
+        learning_rate=hyper.learning_rate,
+        per_device_train_batch_size=hyper.batch_size,
+        per_device_eval_batch_size=hyper.eval_batch_size,
+        gradient_accumulation_steps=hyper.gradient_accumulation_steps,
+        warmup_steps=warmup,
+        weight_decay=hyper.weight_decay,
+        lr_scheduler_type=hyper.lr_scheduler,
+        optim=OPTIMIZERS[hyper.optimizer],
+        seed=hyper.seed,
+        data_seed=hyper.seed,
+        eval_strategy=spec.evaluation.strategy or "no",
+        eval_steps=spec.evaluation.steps,
+        logging_strategy="steps",
+        logging_steps=spec.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        # Pinned memory only speeds up copies to a GPU; without one torch warns on every epoch.
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities replaced by None: strict JSON has no such numbers."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _quiet_progress_bars() -> None:
+    # The trainer child's stderr carries its events as JSON lines; bars would garble them.
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+
+
+def _final_evaluation(trainer: Trainer, dataset: datasets.Dataset, role: str, prefix: str,
+                      label_names: list[str], events: EventSink) -> dict[str, Any]:
+    # predict, not evaluate: evaluate would fire the service's on_evaluate callback, which
+    # reports the mid-training evaluations, and this one would be reported twice.
+    output = trainer.predict(dataset, metric_key_prefix=prefix)
+    metrics: dict[str, Any] = dict(output.metrics or {})
+    if label_names and output.label_ids is not None:
+        metrics[f"{role}_per_class"] = per_class_report(
+            model_outputs(output.predictions), np.asarray(output.label_ids), label_names)
+    metrics = json_safe(metrics)
+    events.event("evaluated", f"final evaluation on the {role} data ({len(dataset)} rows)",
+                 {"split": role, "metrics": metrics})
+    return metrics
+
+
+def _save_model_folder(trainer: Trainer, model_dir: Path, metrics: dict[str, Any],
+                       model_card: str) -> None:
+    """Write the whole folder beside `model_dir`, then rename it: never half a model."""
+    staging = model_dir.with_name(f".{model_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    # The pickled TrainingArguments would make the folder unsafe to load; the JSON says it all.
+    (staging / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+    (staging / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
+    _write_json(staging / "trainer_state.json", dataclasses.asdict(trainer.state))
+    _write_json(staging / "metrics.json", metrics)
+    (staging / "README.md").write_text(model_card, encoding="utf-8")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    staging.rename(model_dir)
+
+
+def _write_json(path: Path, content: Any) -> None:
+    path.write_text(json.dumps(json_safe(content), indent=2, sort_keys=True, allow_nan=False)
+                    + "\n", encoding="utf-8")
+
+
+def _model_card(spec: JobSpec, prepared: PreparedData, metrics: dict[str, Any]) -> str:
+    hyper = spec.hyperparameters
+    rows = {role: len(dataset) for role, dataset in prepared.splits().items()}
+    lines = [
+        f"# {spec.name or spec.model + ' fine-tuned for ' + spec.task}",
+        "",
+        f"- Base model: `{spec.model}`",
+        f"- Task: {spec.task}",
+        f"- Rows: {', '.join(f'{count} {role}' for role, count in rows.items())}",
+    ]
+    if prepared.label_names:
+        lines.append(f"- Labels: {', '.join(f'`{name}`' for name in prepared.label_names)}")
+    frozen = spec.freeze.model_dump(exclude_defaults=True)
+    if frozen:
+        lines.append(f"- Frozen: {json.dumps(frozen)}")
+    lines += ["", "## Hyperparameters", "", "| name | value |", "| --- | --- |"]
+    lines += [f"| {name} | {value} |" for name, value in hyper.model_dump().items()
+              if value is not None]
+    lines += ["", "## Final metrics", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {name} | {_format_number(value)} |" for name, value in sorted(metrics.items())
+              if not isinstance(value, dict)]
+    return "\n".join(lines) + "\n"
+
+
+def _format_number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
