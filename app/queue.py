@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.errors import ServiceUnavailable
-from worker.celery_app import RUN_JOB, create_celery
+from worker.celery_app import RUN_JOB, create_celery, declare_queue
 
 
 class Broker:
     def __init__(self, settings: Settings) -> None:
         self.celery = create_celery(settings)
+        declare_queue(self.celery, settings)
 
     def enqueue(self, job_id: str) -> None:
         try:

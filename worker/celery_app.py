@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import Celery
 
 from app.config import Settings
@@ -37,3 +39,22 @@ def create_celery(settings: Settings) -> Celery:
                                    "interval_step": 0.5, "interval_max": 1},
     )
     return celery
+
+
+def declare_queue(celery: Celery, settings: Settings, attempts: int = 10) -> None:
+    """Create the job queue in a SQLAlchemy broker before the API and the worker race to.
+
+    Kombu's SQLAlchemy transport creates its queue row on first use and does not survive
+    two processes doing that at once; each attempt uses a fresh connection and session.
+    """
+    if not settings.broker_url.startswith("sqla+"):
+        return
+    for attempt in range(attempts):
+        try:
+            with celery.connection_for_write() as connection:
+                connection.default_channel.queue_declare(queue=QUEUE)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
