@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="run a worker (one per GPU)").set_defaults(handler=_worker)
     commands.add_parser("migrate", help="migrate the database to the current schema") \
         .set_defaults(handler=_migrate)
+    up = commands.add_parser("up", help="run the API and a worker together on this machine")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.set_defaults(handler=_up)
     register_client_commands(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args) or 0)
@@ -38,6 +42,12 @@ def _worker(_: argparse.Namespace) -> int:
 
     run_worker(get_settings())
     return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from app.launcher import run_up
+
+    return run_up(get_settings(), args.host, args.port)
 
 
 def _migrate(_: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """Entry point of the trainer child.
 
     python -m worker.runner --job-id JOB_ID          # spawned by the worker for a job
+    python -m worker.runner --standby                # imports first, then reads a job id
     python -m worker.runner --spec SPEC --out DIR    # standalone, no service at all
 
 In job mode the outcome goes to `outcome.json` in the job's work folder, which the
@@ -31,9 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, help="a job spec (JSON) whose dataset entries "
                                                   "are file paths")
     parser.add_argument("--out", type=Path, help="output folder (standalone mode)")
+    parser.add_argument("--standby", action="store_true",
+                        help="import the training libraries, then run the job whose id "
+                             "arrives on stdin (the worker keeps one ready between jobs)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.standby:
+        return run_standby()
     if args.job_id:
         return run_job(args.job_id)
     if args.spec and args.out:
@@ -64,6 +70,26 @@ def run_standalone(spec_path: Path, out: Path) -> int:
         return EXIT_FAILED
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def run_standby() -> int:
+    """Pay the ~10 s of imports before the job exists, so that a job starts training at once."""
+    import worker.reporting  # noqa: F401
+    import worker.training.trainer  # noqa: F401
+    from app.config import get_settings
+    from app.storage import LocalStorage
+
+    job_id = sys.stdin.readline().strip()
+    if not job_id:  # the worker is shutting down: no job will come
+        return 0
+    log_path = LocalStorage(get_settings().storage_dir).job_log_path(job_id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log.fileno(), sys.stdout.fileno())
+        os.dup2(log.fileno(), sys.stderr.fileno())
+    return run_job(job_id)
 
 
 def run_job(job_id: str) -> int:

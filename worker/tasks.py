@@ -9,27 +9,32 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+from celery.worker import state as worker_state
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.artifacts import service as artifacts
 from app.config import Settings
-from app.db import transaction
+from app.db import after_commit, transaction
 from app.jobs import service as jobs
 from app.models import Job
 from app.storage import LocalStorage
 from worker.celery_app import RUN_JOB
 from worker.runner import EXIT_CANCELLED, OUTCOME_FILE
+from worker.standby import StandbyTrainer, trainer_env
 
 logger = logging.getLogger("finetune.worker")
 
@@ -41,10 +46,27 @@ LOG_TAIL_LINES = 40
 def register_tasks(celery: Celery, settings: Settings,
                    session_factory: sessionmaker[Session]) -> None:
     storage = LocalStorage(settings.storage_dir)
+    standby = StandbyTrainer()
+
+    def enqueue(job_id: str) -> None:
+        celery.send_task(RUN_JOB, args=[job_id])
 
     @celery.task(name=RUN_JOB)
     def run_job(job_id: str) -> None:
-        JobSupervisor(settings, session_factory, storage, job_id).run()
+        try:
+            JobSupervisor(settings, session_factory, storage, job_id, standby, enqueue).run()
+        finally:
+            if not _worker_stopping():
+                standby.start()
+
+    worker_ready.connect(lambda **_: standby.start(), weak=False)
+    worker_shutdown.connect(lambda **_: standby.stop(), weak=False)
+
+
+def _worker_stopping() -> bool:
+    # Celery stores the exit code there, and a clean one is 0: test against None and False.
+    return any(flag is not None and flag is not False
+               for flag in (worker_state.should_stop, worker_state.should_terminate))
 
 
 @dataclass
@@ -53,15 +75,19 @@ class ChildResult:
     outcome: dict[str, Any] | None
     cancel_requested: bool
     oom_killed: bool
+    interrupted: bool
 
 
 class JobSupervisor:
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session],
-                 storage: LocalStorage, job_id: str) -> None:
+                 storage: LocalStorage, job_id: str, standby: StandbyTrainer,
+                 enqueue: Callable[[str], None]) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.storage = storage
         self.job_id = job_id
+        self.standby = standby
+        self.enqueue = enqueue
 
     def run(self) -> None:
         if not self._claim():
@@ -87,37 +113,46 @@ class JobSupervisor:
     def _run_child(self) -> ChildResult:
         work_dir = self.storage.job_work_dir(self.job_id)
         work_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.storage.job_log_path(self.job_id)
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
         oom_kills_before = _oom_kill_count()
-        with log_path.open("ab") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "worker.runner", "--job-id", self.job_id],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            cancel_seen_at = self._watch(child)
+        child = self.standby.take(self.job_id) or self._spawn()
+        cancel_seen_at, interrupted = self._watch(child)
         outcome_path = work_dir / OUTCOME_FILE
         outcome = json.loads(outcome_path.read_text()) if outcome_path.is_file() else None
         oom_killed = (child.returncode == -signal.SIGKILL
                       and _oom_kill_count() > oom_kills_before)
-        return ChildResult(child.returncode, outcome, cancel_seen_at is not None, oom_killed)
+        return ChildResult(child.returncode, outcome, cancel_seen_at is not None, oom_killed,
+                           interrupted)
 
-    def _watch(self, child: subprocess.Popen[bytes]) -> float | None:
-        """Wait for the child; after a cancel request and its grace period, signal its group."""
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.storage.job_log_path(self.job_id).open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "worker.runner", "--job-id", self.job_id],
+                stdout=log, stderr=subprocess.STDOUT, env=trainer_env(), start_new_session=True)
+
+    def _watch(self, child: subprocess.Popen[bytes]) -> tuple[float | None, bool]:
+        """Wait for the child; signal its group after a cancel's grace period or on shutdown.
+
+        Returns when the cancel request was seen, and whether the worker's shutdown ended it.
+        """
         cancel_seen_at: float | None = None
+        stop_from: float | None = None
         signalled: signal.Signals | None = None
         while child.poll() is None:
             time.sleep(POLL_SECONDS)
-            if cancel_seen_at is None:
-                if self._status() == "cancelling":
-                    cancel_seen_at = time.monotonic()
+            if stop_from is None and _worker_stopping():
+                stop_from = time.monotonic()
+            if cancel_seen_at is None and self._status() == "cancelling":
+                cancel_seen_at = time.monotonic()
+                stop_from = min(stop_from or math.inf, cancel_seen_at +
+                                self.settings.cancel_grace_seconds)
+            if stop_from is None or time.monotonic() < stop_from:
                 continue
-            waited = time.monotonic() - cancel_seen_at
-            grace = self.settings.cancel_grace_seconds
-            if signalled is None and waited > grace:
+            if signalled is None:
                 signalled = self._signal_group(child, signal.SIGTERM)
-            elif signalled == signal.SIGTERM and waited > grace + KILL_AFTER_TERM_SECONDS:
+            elif (signalled == signal.SIGTERM
+                  and time.monotonic() > stop_from + KILL_AFTER_TERM_SECONDS):
                 signalled = self._signal_group(child, signal.SIGKILL)
-        return cancel_seen_at
+        return cancel_seen_at, _worker_stopping() and cancel_seen_at is None
 
     def _signal_group(self, child: subprocess.Popen[bytes],
                       signum: signal.Signals) -> signal.Signals:
@@ -138,6 +173,8 @@ class JobSupervisor:
         outcome = result.outcome or {}
         if result.returncode == 0 and outcome.get("status") == "succeeded":
             self._succeed(outcome.get("metrics", {}))
+        elif result.interrupted:
+            self._requeue()
         elif result.cancel_requested or result.returncode == EXIT_CANCELLED:
             self._cancelled()
         elif outcome.get("status") == "failed":
@@ -156,6 +193,15 @@ class JobSupervisor:
                                to="succeeded"):
                 jobs.add_event(session, self.job_id, "succeeded", "Job succeeded",
                                {"metrics": metrics})
+
+    def _requeue(self) -> None:
+        with transaction(self.session_factory) as session:
+            if jobs.transition(session, self.job_id, expected=("running",), to="queued",
+                               step=0, eta_seconds=None):
+                jobs.add_event(session, self.job_id, "interrupted",
+                               "The worker shut down; the job is queued again and will start "
+                               "over on the next worker")
+                after_commit(session, lambda: self.enqueue(self.job_id))
 
     def _cancelled(self) -> None:
         with transaction(self.session_factory) as session:

@@ -25,6 +25,12 @@ class Service:
     client: httpx.Client
     storage_dir: Path
     worker: subprocess.Popen[bytes]
+    env: dict[str, str]
+    workdir: Path
+
+    def start_worker(self) -> None:
+        self.worker = finetune("worker", env=self.env, cwd=self.workdir,
+                               log=self.workdir / "worker.log")
 
     def wait_for(self, job_id: str, statuses: tuple[str, ...] = TERMINAL,
                  timeout: float = 300, condition: Any = None) -> dict[str, Any]:
@@ -87,19 +93,20 @@ def running_service(settings: dict[str, str], workdir: Path) -> Iterator[Service
     env = service_env(settings)
     port = free_port()
     api = finetune("api", "--port", str(port), env=env, cwd=workdir, log=workdir / "api.log")
-    worker = finetune("worker", env=env, cwd=workdir, log=workdir / "worker.log")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    storage = Path(settings.get("FT_STORAGE_DIR", workdir / "var" / "storage"))
+    service = Service(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60), storage,
+                      finetune("worker", env=env, cwd=workdir, log=workdir / "worker.log"),
+                      env, workdir)
     try:
-        _wait_ready(client, api, workdir / "api.log")
-        storage = Path(settings.get("FT_STORAGE_DIR", workdir / "var" / "storage"))
-        yield Service(client, storage, worker)
+        wait_ready(service.client, api, workdir / "api.log")
+        yield service
     finally:
-        client.close()
+        service.client.close()
         stop(api)
-        stop(worker)
+        stop(service.worker)
 
 
-def _wait_ready(client: httpx.Client, api: subprocess.Popen[bytes], log: Path) -> None:
+def wait_ready(client: httpx.Client, api: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if api.poll() is not None:
@@ -114,14 +121,15 @@ def _wait_ready(client: httpx.Client, api: subprocess.Popen[bytes], log: Path) -
 
 
 def trainer_pid(job_id: str) -> int | None:
-    """The pid of the trainer child running `job_id`, found through /proc."""
+    """The pid of the trainer child running `job_id`: the process writing the job's log."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes()
+            stdout = os.readlink(entry / "fd" / "1")
         except OSError:
             continue
-        if b"worker.runner" in argv and job_id.encode() in argv:
+        if b"worker.runner" in argv and stdout.endswith(f"{job_id}/trainer.log"):
             return int(entry.name)
     return None

@@ -136,3 +136,22 @@ def test_raw_traversal_requests_never_leave_the_model(service: Service, tmp_path
         assert b'"not_found"' in response.read()
         connection.close()
     assert (service.storage_dir / "jobs" / job["id"] / "trainer.log").is_file()
+
+
+def test_worker_shutdown_requeues_the_running_job(service: Service, tmp_path: Path) -> None:
+    dataset = service.upload(write_rows(tmp_path / "d.csv", sentiment_rows(40)))
+    job = service.submit(long_spec(dataset["id"]))
+    service.wait_for(job["id"], ("running",), condition=lambda j: j["progress"]["step"] > 2)
+    pid = trainer_pid(job["id"])
+    assert pid is not None
+    service.worker.send_signal(signal.SIGTERM)  # a deploy stops the worker
+    assert service.worker.wait(timeout=60) == 0
+    assert not Path(f"/proc/{pid}").exists()
+    requeued = service.client.get(f"/v1/jobs/{job['id']}").json()
+    assert requeued["status"] == "queued"
+    events = service.client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+    assert events[-1]["kind"] == "interrupted"
+    service.start_worker()  # the next worker takes the job again
+    service.wait_for(job["id"], ("running",), condition=lambda j: j["progress"]["step"] > 0)
+    assert service.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    assert service.wait_for(job["id"], timeout=60)["status"] == "cancelled"

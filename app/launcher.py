@@ -1,0 +1,80 @@
+"""`finetune up`: the API and a worker on one machine, as one process tree that stops cleanly."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from app import migrate
+from app.config import Settings
+
+STOP_TIMEOUT_SECONDS = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if `finetune up` itself dies, so nothing is orphaned."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as stream:
+        # Own sessions: a Ctrl-C in the terminal reaches `up` only, which then stops each
+        # child exactly once (a second signal would make Celery's shutdown a cold one).
+        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], stdout=stream,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+
+
+def run_up(settings: Settings, host: str, port: int) -> int:
+    settings.prepare_local_dirs()
+    migrate.upgrade(settings.database_url)
+    logs = settings.storage_dir.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    children = {"api": _spawn(["api", "--host", host, "--port", str(port)], logs / "api.log"),
+                "worker": _spawn(["worker"], logs / "worker.log")}
+    print(f"finetune is up: API on http://{host}:{port} (docs at /docs), one worker.\n"
+          f"  database {settings.database_url}\n  broker   {settings.broker_url}\n"
+          f"  storage  {settings.storage_dir}\n  logs     {logs}/api.log, {logs}/worker.log\n"
+          "Ctrl-C stops everything.", flush=True)
+    stopping: list[int] = []
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    exit_code = 0
+    while not stopping:
+        crashed = [name for name, child in children.items() if child.poll() is not None]
+        if crashed:
+            print(f"finetune up: the {', '.join(crashed)} process exited; see {logs}",
+                  file=sys.stderr)
+            exit_code = 1
+            break
+        time.sleep(0.5)
+    _stop_all(children)
+    print("finetune up: stopped.", flush=True)
+    return exit_code
+
+
+def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each child (the worker re-queues a running job), SIGKILL past the timeout."""
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
