@@ -29,6 +29,20 @@ class Settings(BaseSettings):
     max_job_seconds: int = Field(default=7 * 24 * 3600, ge=60,
                                  description="Longest a job may run; sets the broker's "
                                              "visibility timeout above it")
+    max_attempts: int = Field(default=5, ge=1, le=100,
+                              description="Server cap on a job's max_attempts")
+    lease_seconds: float = Field(default=60.0, gt=0,
+                                 description="A running job's lease; a worker renews it while "
+                                             "the trainer lives, and an expired one is taken back")
+    reaper_interval_seconds: float = Field(default=15.0, gt=0,
+                                           description="How often workers look for expired "
+                                                       "leases and unsent or stale queued jobs")
+    resend_after_seconds: float = Field(default=600.0, gt=0,
+                                        description="A job queued this long without starting "
+                                                    "is sent to the broker again")
+    checkpoint_seconds: float = Field(default=300.0, gt=0,
+                                      description="Checkpoint interval when a job sets no "
+                                                  "checkpoint_steps: the most work a crash loses")
     progress_interval_seconds: float = Field(default=2.0, ge=0.0,
                                              description="Least time between progress writes")
     cancel_grace_seconds: float = Field(default=30.0, ge=0.0,

@@ -7,16 +7,26 @@ database, and the same round trip reads the job's status: a cancel request sets
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from app.db import transaction
 from app.jobs import service as jobs
 from app.models import MetricPoint
+
+logger = logging.getLogger("finetune.trainer")
+
+
+def _detached(point: MetricPoint) -> MetricPoint:
+    """A fresh copy: a point from a rolled-back session cannot be added to another one."""
+    return MetricPoint(job_id=point.job_id, step=point.step, epoch=point.epoch,
+                       name=point.name, value=point.value)
 
 
 class JobCancelled(Exception):
@@ -36,8 +46,11 @@ class DatabaseReporter(TrainerCallback):
         self.cancel_requested = False
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
-        with transaction(self.session_factory) as session:
-            jobs.add_event(session, self.job_id, kind, message, data)
+        try:
+            with transaction(self.session_factory) as session:
+                jobs.add_event(session, self.job_id, kind, message, data)
+        except SQLAlchemyError:  # reporting is best-effort: training goes on without it
+            logger.warning("could not record event %s: database unreachable", kind)
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState,
                        control: TrainerControl, **kwargs: Any) -> None:
@@ -88,11 +101,16 @@ class DatabaseReporter(TrainerCallback):
         eta = None
         if total and state.global_step:
             eta = (now - self.started) / state.global_step * (total - state.global_step)
-        with transaction(self.session_factory) as session:
-            session.add_all(self.pending_points)
-            status = jobs.record_progress(session, self.job_id, step=state.global_step,
-                                          total_steps=total, epoch=state.epoch,
-                                          eta_seconds=eta, latest=self.latest)
+        try:
+            with transaction(self.session_factory) as session:
+                session.add_all(self.pending_points)
+                status = jobs.record_progress(session, self.job_id, step=state.global_step,
+                                              total_steps=total, epoch=state.epoch,
+                                              eta_seconds=eta, latest=self.latest)
+        except SQLAlchemyError:  # the points wait for the next write; training goes on
+            logger.warning("could not record progress: database unreachable")
+            self.pending_points = [_detached(point) for point in self.pending_points]
+            return
         self.pending_points = []
         if status == "cancelling":
             self.cancel_requested = True

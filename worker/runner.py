@@ -15,6 +15,8 @@ import argparse
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 OUTCOME_FILE = "outcome.json"
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
+EXIT_INTERRUPTED = 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +77,7 @@ def run_standalone(spec_path: Path, out: Path) -> int:
 
 def run_standby() -> int:
     """Pay the ~10 s of imports before the job exists, so that a job starts training at once."""
+    import worker.checkpoints  # noqa: F401
     import worker.reporting  # noqa: F401
     import worker.training.trainer  # noqa: F401
     from app.config import get_settings
@@ -114,36 +118,33 @@ def run_job(job_id: str) -> int:
 def _train_job(job_id: str, settings: Any, session_factory: Any,
                storage: Any) -> tuple[dict[str, Any], int]:
     from app.catalog import resolve_model
-    from app.jobs.spec import JobSpec
-    from app.models import Dataset, Job
+    from worker.checkpoints import CheckpointKeeper, JobInterrupted, forget_after, resume_point
     from worker.reporting import DatabaseReporter
-    from worker.training.data import DataFile, DataFiles
     from worker.training.errors import OutOfMemory, TrainingError
     from worker.training.trainer import run_training
 
+    work_dir = storage.job_work_dir(job_id)
     reporter = DatabaseReporter(session_factory, job_id, settings.progress_interval_seconds)
     try:
-        with session_factory() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise TrainingError(f"job {job_id} is not in the database")
-            spec = JobSpec.model_validate(job.spec)
-            files = {}
-            for role, dataset_id in spec.dataset.uploaded_ids().items():
-                dataset = session.get(Dataset, dataset_id)
-                if dataset is None:
-                    raise TrainingError(f"dataset {dataset_id} ({role}) no longer exists",
-                                        hint="Upload the data again and submit a new job.")
-                files[role] = DataFile(storage.dataset_path(dataset.id, dataset.format),
-                                       dataset.format)
-        metrics = run_training(spec, DataFiles(**files),
-                               resolve_model(spec.model, settings.models_dir),
-                               storage.job_work_dir(job_id), events=reporter,
-                               callbacks=[reporter])
+        spec, files = _load_job(job_id, session_factory, storage)
+        keeper = CheckpointKeeper(session_factory, job_id, work_dir / "checkpoints",
+                                  None if spec.checkpoint_steps else settings.checkpoint_seconds)
+        # A deploy's or a timeout's SIGTERM: save a checkpoint at the end of this step, stop.
+        signal.signal(signal.SIGTERM, lambda *_: keeper.request_stop())
+        shutil.rmtree(work_dir / "trainer", ignore_errors=True)  # an earlier attempt's partials
+        resume = resume_point(session_factory, job_id, work_dir / "checkpoints", reporter)
+        if resume is not None:
+            forget_after(session_factory, job_id, resume[1])
+            reporter.event("resumed", f"Resumed from step {resume[1]}", {"step": resume[1]})
+        metrics = run_training(spec, files, resolve_model(spec.model, settings.models_dir),
+                               work_dir, events=reporter, callbacks=[reporter, keeper],
+                               resume_from=resume[0] if resume else None)
         return {"status": "succeeded", "metrics": metrics}, 0
     except BaseException as exc:  # the child reports every ending, then exits
         if reporter.cancel_requested:
             return {"status": "cancelled"}, EXIT_CANCELLED
+        if isinstance(exc, JobInterrupted):
+            return {"status": "interrupted"}, EXIT_INTERRUPTED
         if isinstance(exc, MemoryError):
             exc = OutOfMemory("the trainer ran out of memory")
         if not isinstance(exc, TrainingError):
@@ -151,6 +152,29 @@ def _train_job(job_id: str, settings: Any, session_factory: Any,
             exc = TrainingError(f"training failed: {type(exc).__name__}: {exc}")
         return {"status": "failed", "code": exc.code, "message": exc.message,
                 "hint": exc.hint}, EXIT_FAILED
+
+
+def _load_job(job_id: str, session_factory: Any, storage: Any) -> tuple[Any, Any]:
+    """The job's spec and the files of its datasets."""
+    from app.jobs.spec import JobSpec
+    from app.models import Dataset, Job
+    from worker.training.data import DataFile, DataFiles
+    from worker.training.errors import TrainingError
+
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise TrainingError(f"job {job_id} is not in the database")
+        spec = JobSpec.model_validate(job.spec)
+        files = {}
+        for role, dataset_id in spec.dataset.uploaded_ids().items():
+            dataset = session.get(Dataset, dataset_id)
+            if dataset is None:
+                raise TrainingError(f"dataset {dataset_id} ({role}) no longer exists",
+                                    hint="Upload the data again and submit a new job.")
+            files[role] = DataFile(storage.dataset_path(dataset.id, dataset.format),
+                                   dataset.format)
+    return spec, DataFiles(**files)
 
 
 def _write_outcome(work_dir: Path, outcome: dict[str, Any]) -> None:

@@ -10,15 +10,13 @@ from app.datasets.schemas import DatasetOut, DatasetPreview
 from app.datasets.upload import receive_upload
 from app.deps import SessionDep, SettingsDep, StorageDep
 from app.errors import error_responses
+from app.idempotency import IdempotencyHeader
 from app.pagination import AfterQuery, LimitQuery, Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-DatasetIdPath = Annotated[str, "dataset id"]
-
-
 @router.post("", status_code=201, response_model=DatasetOut,
-             responses=error_responses(400, 413, 422),
+             responses=error_responses(400, 409, 413, 422),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": {
                      "type": "object", "required": ["file"],
@@ -29,13 +27,14 @@ DatasetIdPath = Annotated[str, "dataset id"]
                                     "enum": ["csv", "tsv", "jsonl", "json", "parquet"]},
                      }}}}}})
 async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep,
-                         storage: StorageDep) -> DatasetOut:
+                         storage: StorageDep,
+                         idempotency_key: IdempotencyHeader = None) -> DatasetOut:
     """Upload a dataset file (CSV, TSV, JSON Lines, JSON or Parquet) as multipart field `file`."""
     upload = await receive_upload(request, storage.temp_path(), settings.max_upload_bytes)
     dataset = await run_in_threadpool(
         service.create, session, storage, upload_path=upload.path, filename=upload.filename,
         size_bytes=upload.size_bytes, sha256=upload.sha256, name=upload.fields.get("name"),
-        declared_format=upload.fields.get("format"))
+        declared_format=upload.fields.get("format"), idempotency_key=idempotency_key)
     return DatasetOut.model_validate(dataset)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import idempotency
 from app.datasets.formats import DatasetFormatError, detect_format, inspect_file, read_preview
 from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound
@@ -19,8 +20,18 @@ ACTIVE_STATUSES = ("queued", "running", "cancelling")
 
 
 def create(session: Session, storage: LocalStorage, *, upload_path: Path, filename: str | None,
-           size_bytes: int, sha256: str, name: str | None, declared_format: str | None) -> Dataset:
+           size_bytes: int, sha256: str, name: str | None, declared_format: str | None,
+           idempotency_key: str | None = None) -> Dataset:
     """Inspect the uploaded file and publish it; the file is removed when it is refused."""
+    digest = idempotency.request_digest(sha256, filename or "", name or "", declared_format or "")
+    try:
+        original = idempotency.replayed(session, "datasets", idempotency_key, digest)
+    except InvalidRequest:
+        upload_path.unlink(missing_ok=True)
+        raise
+    if original is not None:
+        upload_path.unlink(missing_ok=True)
+        return get(session, original)
     try:
         fmt = detect_format(filename, declared_format)
         inspection = inspect_file(upload_path, fmt)
@@ -36,6 +47,7 @@ def create(session: Session, storage: LocalStorage, *, upload_path: Path, filena
     )
     session.add(dataset)
     session.flush()
+    idempotency.remember(session, "datasets", idempotency_key, digest, dataset.id)
     storage.publish_dataset(upload_path, dataset.id, fmt)
     return dataset
 

@@ -4,11 +4,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
+from app.deps import SessionDep, SettingsDep
 from app.errors import error_responses
-from app.deps import SessionDep
+from app.idempotency import IdempotencyHeader
 from app.jobs import service
 from app.jobs.schemas import EventOut, EventPage, JobOut, MetricPointOut, MetricsOut
 from app.jobs.spec import JobSpec
+from app.models import Job
 from app.pagination import AfterQuery, LimitQuery, Page
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -19,11 +21,17 @@ StatusQuery = Annotated[
 
 
 @router.post("", status_code=201, response_model=JobOut,
-             responses=error_responses(400, 422, 503))
-def create_job(spec: JobSpec, request: Request, session: SessionDep) -> JobOut:
+             responses=error_responses(400, 409, 422, 503))
+def create_job(spec: JobSpec, request: Request, session: SessionDep, settings: SettingsDep,
+               idempotency_key: IdempotencyHeader = None) -> JobOut:
     """Submit a fine-tuning job; it starts in status `queued`."""
-    job = service.create(session, spec, request.app.state.broker.enqueue)
-    return JobOut.from_job(job)
+    job = service.create(session, spec, request.app.state.broker.enqueue, settings,
+                         idempotency_key)
+    return _out(session, job)
+
+
+def _out(session: SessionDep, job: Job) -> JobOut:
+    return JobOut.from_job(job, service.attempts(session, [job.id])[job.id])
 
 
 @router.get("", response_model=Page[JobOut], responses=error_responses(422))
@@ -31,19 +39,21 @@ def list_jobs(session: SessionDep, status: StatusQuery = None, limit: LimitQuery
               after: AfterQuery = None) -> Page[JobOut]:
     """List jobs, newest first."""
     jobs, has_more = service.list_page(session, status, limit, after)
-    return Page[JobOut](data=[JobOut.from_job(job) for job in jobs], has_more=has_more)
+    attempts = service.attempts(session, [job.id for job in jobs])
+    return Page[JobOut](data=[JobOut.from_job(job, attempts[job.id]) for job in jobs],
+                        has_more=has_more)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
 def get_job(job_id: str, session: SessionDep) -> JobOut:
     """Get a job: status, progress, metrics, error."""
-    return JobOut.from_job(service.get(session, job_id))
+    return _out(session, service.get(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=error_responses(404, 409))
 def cancel_job(job_id: str, session: SessionDep) -> JobOut:
     """Cancel a job: a queued job never starts, a running one stops at its next step."""
-    return JobOut.from_job(service.cancel(session, job_id))
+    return _out(session, service.cancel(session, job_id))
 
 
 @router.get("/{job_id}/events", response_model=EventPage, responses=error_responses(404, 422))

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.models import Job, JobEvent
+from app.models import Job, JobAttempt, JobEvent
 
 
 class Progress(BaseModel):
@@ -22,6 +22,16 @@ class JobError(BaseModel):
     hint: str | None = None
 
 
+class AttemptOut(BaseModel):
+    number: int
+    worker: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+    error_code: str | None
+    last_step: int
+
+
 class JobOut(BaseModel):
     id: str
     name: str | None
@@ -30,12 +40,13 @@ class JobOut(BaseModel):
     progress: Progress
     metrics: dict[str, Any]
     error: JobError | None
+    attempts: list[AttemptOut]
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def from_job(cls, job: Job) -> JobOut:
+    def from_job(cls, job: Job, attempts: list[JobAttempt]) -> JobOut:
         percent = 100.0 if job.status == "succeeded" else (
             round(100.0 * job.step / job.total_steps, 2) if job.total_steps else 0.0)
         error = (JobError(code=job.error_code, message=job.error_message or "",
@@ -45,6 +56,10 @@ class JobOut(BaseModel):
             progress=Progress(step=job.step, total_steps=job.total_steps, epoch=job.epoch,
                               percent=percent, eta_seconds=job.eta_seconds),
             metrics=job.metrics, error=error, created_at=job.created_at,
+            attempts=[AttemptOut(number=a.number, worker=a.worker, started_at=a.started_at,
+                                 ended_at=a.ended_at, outcome=a.outcome,
+                                 error_code=a.error_code, last_step=a.last_step)
+                      for a in attempts],
             started_at=job.started_at, finished_at=job.finished_at)
 
 

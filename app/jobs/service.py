@@ -8,10 +8,21 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app import idempotency
+from app.config import Settings
 from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.jobs.spec import JobSpec
-from app.models import Dataset, Job, JobDataset, JobEvent, MetricPoint, new_id, utcnow
+from app.models import (
+    Dataset,
+    Job,
+    JobAttempt,
+    JobDataset,
+    JobEvent,
+    MetricPoint,
+    new_id,
+    utcnow,
+)
 from app.pagination import paginate
 
 ACTIVE = ("queued", "running", "cancelling")
@@ -39,20 +50,36 @@ def add_event(session: Session, job_id: str, kind: str, message: str,
     session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data or {}))
 
 
-def create(session: Session, spec: JobSpec, enqueue: Enqueue) -> Job:
+def create(session: Session, spec: JobSpec, enqueue: Enqueue, settings: Settings,
+           idempotency_key: str | None = None) -> Job:
+    digest = idempotency.request_digest(spec.model_dump_json())
+    original = idempotency.replayed(session, "jobs", idempotency_key, digest)
+    if original is not None:
+        return get(session, original)
     spec = spec.resolved()
+    _check_server_caps(spec, settings)
     used = _check_datasets(session, spec)
     job = Job(id=new_id("job"), name=spec.name, status="queued",
-              spec=spec.model_dump(mode="json"), metrics={})
+              spec=spec.model_dump(mode="json"), metrics={}, enqueued_at=utcnow())
     session.add(job)
     session.flush()
     for role, dataset in used.items():
         session.add(JobDataset(job_id=job.id, role=role, dataset_id=dataset.id))
     add_event(session, job.id, "queued", "Job queued", {"model": spec.model, "task": spec.task})
+    idempotency.remember(session, "jobs", idempotency_key, digest, job.id)
     session.flush()
     job_id = job.id
     after_commit(session, lambda: enqueue(job_id))
     return job
+
+
+def _check_server_caps(spec: JobSpec, settings: Settings) -> None:
+    if spec.max_attempts > settings.max_attempts:
+        raise InvalidRequest(f"max_attempts is capped at {settings.max_attempts} on this server",
+                             param="max_attempts")
+    if spec.max_runtime_seconds and spec.max_runtime_seconds > settings.max_job_seconds:
+        raise InvalidRequest(f"max_runtime_seconds is capped at {settings.max_job_seconds} on "
+                             "this server (FT_MAX_JOB_SECONDS)", param="max_runtime_seconds")
 
 
 def _check_datasets(session: Session, spec: JobSpec) -> dict[str, Dataset]:
@@ -88,6 +115,14 @@ def get(session: Session, job_id: str) -> Job:
     if job is None:
         raise NotFound(f"no job with id {job_id}", param="job_id")
     return job
+
+
+def attempts(session: Session, job_ids: list[str]) -> dict[str, list[JobAttempt]]:
+    found: dict[str, list[JobAttempt]] = {job_id: [] for job_id in job_ids}
+    for attempt in session.scalars(select(JobAttempt).where(JobAttempt.job_id.in_(job_ids))
+                                   .order_by(JobAttempt.number)):
+        found[attempt.job_id].append(attempt)
+    return found
 
 
 def list_page(session: Session, status: str | None, limit: int,

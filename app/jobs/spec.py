@@ -125,6 +125,18 @@ class JobSpec(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     logging_steps: int = Field(default=10, ge=1, le=1_000_000)
     name: str | None = Field(default=None, max_length=200)
+    max_attempts: int = Field(default=3, ge=1, le=100,
+                              description="Starts of the trainer before the job fails "
+                                          "(crashes, OOM kills, lost workers); capped by the server")
+    checkpoint_steps: int | None = Field(
+        default=None, ge=1, le=10_000_000,
+        description="Save a checkpoint every N steps; default: every FT_CHECKPOINT_SECONDS")
+    max_runtime_seconds: int | None = Field(
+        default=None, ge=1, description="Training time, over all attempts, before the job fails "
+                                        "with 'timeout'; default and cap: FT_MAX_JOB_SECONDS")
+    max_queue_seconds: int | None = Field(
+        default=None, ge=1, description="Time the job may wait in the queue before it fails "
+                                        "with 'queue_timeout'")
 
     @field_validator("model")
     @classmethod

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -133,3 +134,29 @@ def trainer_pid(job_id: str) -> int | None:
         if b"worker.runner" in argv and stdout.endswith(f"{job_id}/trainer.log"):
             return int(entry.name)
     return None
+
+
+REDIS_DB = 11
+# Short leases and a fast reaper, so that lost workers and lost messages show up in seconds.
+FAST_RECOVERY = {"FT_LEASE_SECONDS": "4", "FT_REAPER_INTERVAL_SECONDS": "1",
+                 "FT_RESEND_AFTER_SECONDS": "8", "FT_PROGRESS_INTERVAL_SECONDS": "0.2",
+                 "FT_CANCEL_GRACE_SECONDS": "5"}
+
+
+@contextmanager
+def production_service(workdir: Path, model_catalog: Path) -> Iterator[Service]:
+    """PostgreSQL (a new database), Redis, `finetune migrate`, then the API and a worker."""
+    from tests.conftest import REDIS_URL, postgres_database
+
+    broker = f"{REDIS_URL}/{REDIS_DB}"
+    redis.Redis.from_url(broker).flushdb()
+    with postgres_database() as database_url:
+        settings = {"FT_DATABASE_URL": database_url, "FT_BROKER_URL": broker,
+                    "FT_STORAGE_DIR": str(workdir / "storage"),
+                    "FT_MODELS_DIR": str(model_catalog), **FAST_RECOVERY}
+        migrated = subprocess.run([sys.executable, "-m", "app.cli", "migrate"],
+                                  env=service_env(settings), cwd=workdir, capture_output=True,
+                                  text=True)
+        assert migrated.returncode == 0, migrated.stderr
+        with running_service(settings, workdir) as service:
+            yield service

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,37 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from tests.conftest import REDIS_URL, TINY_MODEL, postgres_database
+from tests.conftest import TINY_MODEL, postgres_database
 from tests.e2e.flows import train_download_predict
-from tests.e2e.service import Service, running_service, service_env, trainer_pid
+from tests.e2e.service import Service, production_service, service_env, trainer_pid
 from tests.factories import sentiment_rows, write_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
-REDIS_DB = 11
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, model_catalog: Path) -> Iterator[Service]:
-    workdir = tmp_path_factory.mktemp("production")
-    broker = f"{REDIS_URL}/{REDIS_DB}"
-    redis.Redis.from_url(broker).flushdb()
-    with postgres_database() as database_url:
-        settings = {"FT_DATABASE_URL": database_url, "FT_BROKER_URL": broker,
-                    "FT_STORAGE_DIR": str(workdir / "storage"),
-                    "FT_MODELS_DIR": str(model_catalog),
-                    "FT_PROGRESS_INTERVAL_SECONDS": "0.2", "FT_CANCEL_GRACE_SECONDS": "5"}
-        migrated = subprocess.run([sys.executable, "-m", "app.cli", "migrate"],
-                                  env=service_env(settings), cwd=workdir, capture_output=True,
-                                  text=True)
-        assert migrated.returncode == 0, migrated.stderr
-        with running_service(settings, workdir) as running:
-            yield running
+    with production_service(tmp_path_factory.mktemp("production"), model_catalog) as running:
+        yield running
 
 
 def long_spec(dataset_id: str) -> dict[str, Any]:
+    """A job that runs until it is stopped."""
     return {"task": "text-classification", "model": TINY_MODEL,
             "dataset": {"train": dataset_id}, "hyperparameters": {"max_steps": 1_000_000},
             "logging_steps": 1}
@@ -100,25 +83,6 @@ def test_cancel_a_running_job(service: Service, tmp_path: Path) -> None:
     assert kinds.index("cancelling") < kinds.index("cancelled")
 
 
-def test_a_killed_trainer_fails_the_job_not_the_worker(service: Service, tmp_path: Path) -> None:
-    dataset = service.upload(write_rows(tmp_path / "d.csv", sentiment_rows(40)))
-    job = service.submit(long_spec(dataset["id"]))
-    service.wait_for(job["id"], ("running",), condition=lambda j: j["progress"]["step"] > 2)
-    pid = trainer_pid(job["id"])
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    failed = service.wait_for(job["id"], timeout=60)
-    assert failed["status"] == "failed"
-    assert failed["error"]["code"] == "worker_crashed"
-    assert "SIGKILL" in failed["error"]["message"]
-    event = service.client.get(f"/v1/jobs/{job['id']}/events").json()["data"][-1]
-    assert event["kind"] == "failed" and isinstance(event["data"]["log_tail"], list)
-    next_job = service.submit({"task": "text-classification", "model": TINY_MODEL,
-                               "dataset": {"train": dataset["id"]},
-                               "hyperparameters": {"max_steps": 2}})
-    assert service.wait_for(next_job["id"])["status"] == "succeeded"
-
-
 def test_raw_traversal_requests_never_leave_the_model(service: Service, tmp_path: Path) -> None:
     dataset = service.upload(write_rows(tmp_path / "d.csv", sentiment_rows(40)))
     job = service.submit({"task": "text-classification", "model": TINY_MODEL,
@@ -137,21 +101,3 @@ def test_raw_traversal_requests_never_leave_the_model(service: Service, tmp_path
         connection.close()
     assert (service.storage_dir / "jobs" / job["id"] / "trainer.log").is_file()
 
-
-def test_worker_shutdown_requeues_the_running_job(service: Service, tmp_path: Path) -> None:
-    dataset = service.upload(write_rows(tmp_path / "d.csv", sentiment_rows(40)))
-    job = service.submit(long_spec(dataset["id"]))
-    service.wait_for(job["id"], ("running",), condition=lambda j: j["progress"]["step"] > 2)
-    pid = trainer_pid(job["id"])
-    assert pid is not None
-    service.worker.send_signal(signal.SIGTERM)  # a deploy stops the worker
-    assert service.worker.wait(timeout=60) == 0
-    assert not Path(f"/proc/{pid}").exists()
-    requeued = service.client.get(f"/v1/jobs/{job['id']}").json()
-    assert requeued["status"] == "queued"
-    events = service.client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
-    assert events[-1]["kind"] == "interrupted"
-    service.start_worker()  # the next worker takes the job again
-    service.wait_for(job["id"], ("running",), condition=lambda j: j["progress"]["step"] > 0)
-    assert service.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
-    assert service.wait_for(job["id"], timeout=60)["status"] == "cancelled"

@@ -32,7 +32,7 @@ def test_model_folder_holds_everything_and_nothing_else(tmp_path: Path, tiny_ber
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
             "training_args.json", "trainer_state.json", "metrics.json", "README.md"} <= files
     assert "training_args.bin" not in files
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["checkpoints", "model"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["model", "trainer"]
     assert json.loads((model_dir / "metrics.json").read_text()) == metrics
     config = json.loads((model_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}

@@ -41,8 +41,12 @@ MODEL_FOLDER = "model"
 
 
 def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: Path, *,
-                 events: EventSink, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+                 events: EventSink, callbacks: Sequence[TrainerCallback] = (),
+                 resume_from: Path | None = None) -> dict[str, Any]:
     """Fine-tune `model_source` as `spec` says and save it to `output_dir / "model"`.
+
+    `resume_from` is a checkpoint folder to continue from: model, optimizer, scheduler, RNG
+    state and data position, so the run ends as if it had never stopped.
 
     Returns the final metrics, as written to the model folder's metrics.json. Raises a
     TrainingError subclass for every failure a user can act on.
@@ -58,7 +62,7 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
                                  spec.hyperparameters.max_seq_length)
         trainer = Trainer(
             model=model,
-            args=training_arguments(spec, output_dir / "checkpoints"),
+            args=training_arguments(spec, output_dir / "trainer"),
             train_dataset=splits["train"],
             eval_dataset=splits.get("validation"),
             processing_class=tokenizer,
@@ -66,7 +70,8 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
             compute_metrics=metrics_function(spec.task),
             callbacks=list(callbacks),
         )
-        metrics: dict[str, Any] = dict(trainer.train().metrics)
+        resume = str(resume_from) if resume_from is not None else None
+        metrics: dict[str, Any] = dict(trainer.train(resume_from_checkpoint=resume).metrics)
         for role, prefix in EVALUATED_SPLITS.items():
             if role in splits:
                 metrics |= _final_evaluation(trainer, splits[role], role, prefix,
@@ -107,7 +112,9 @@ def training_arguments(spec: JobSpec, checkpoints_dir: Path) -> TrainingArgument
         eval_steps=spec.evaluation.steps,
         logging_strategy="steps",
         logging_steps=spec.logging_steps,
-        save_strategy="no",
+        # Checkpoints every checkpoint_steps; without it the service saves them on a clock.
+        save_strategy="steps" if spec.checkpoint_steps else "no",
+        save_steps=spec.checkpoint_steps or 500,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,

@@ -1,0 +1,146 @@
+"""Checkpoints the service writes, records and resumes from.
+
+The Trainer writes `checkpoint-N` into its own folder; once it is complete (on_save) it is
+hashed, renamed to `<job>/work/checkpoints/step-N` and recorded in the database with the
+sha256 of every file. A resume takes the newest recorded checkpoint whose files still match,
+so a half-written, damaged or foreign folder is never loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from app.artifacts.service import sha256_of
+from app.db import transaction
+from app.jobs import service as jobs
+from app.models import Checkpoint, MetricPoint
+from worker.training.events import EventSink
+
+KEEP_LATEST = 2
+
+
+class JobInterrupted(Exception):
+    """Raised at the end of a training loop stopped by SIGTERM, after its checkpoint."""
+
+
+class CheckpointKeeper(TrainerCallback):
+    def __init__(self, session_factory: sessionmaker[Session], job_id: str, folder: Path,
+                 every_seconds: float | None) -> None:
+        self.session_factory = session_factory
+        self.job_id = job_id
+        self.folder = folder
+        self.every_seconds = every_seconds
+        self.last_save = time.monotonic()
+        self.stop_requested = False
+        self.eval_loss: dict[int, float] = {}
+
+    def request_stop(self) -> None:
+        """Save at the end of the current step, then stop (SIGTERM: a deploy or a timeout)."""
+        self.stop_requested = True
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState,
+                       control: TrainerControl, **kwargs: Any) -> None:
+        self.last_save = time.monotonic()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState,
+                    control: TrainerControl, **kwargs: Any) -> None:
+        due = (self.every_seconds is not None
+               and time.monotonic() - self.last_save >= self.every_seconds)
+        if due or self.stop_requested:
+            control.should_save = True
+        if self.stop_requested:
+            control.should_training_stop = True
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState,
+                    control: TrainerControl, metrics: dict[str, Any] | None = None,
+                    **kwargs: Any) -> None:
+        if metrics and isinstance(metrics.get("eval_loss"), int | float):
+            self.eval_loss[state.global_step] = float(metrics["eval_loss"])
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                **kwargs: Any) -> None:
+        written = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not written.is_dir():
+            return
+        step = state.global_step
+        manifest = {path.relative_to(written).as_posix(): sha256_of(path)
+                    for path in sorted(written.rglob("*")) if path.is_file()}
+        target = self.folder / f"step-{step}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(written, target)
+        with transaction(self.session_factory) as session:
+            session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id,
+                                                     Checkpoint.step == step))
+            session.add(Checkpoint(job_id=self.job_id, step=step, files=manifest))
+            jobs.add_event(session, self.job_id, "checkpoint",
+                           f"Checkpoint saved at step {step}", {"step": step})
+            self._rotate(session)
+        self.last_save = time.monotonic()
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState,
+                     control: TrainerControl, **kwargs: Any) -> None:
+        if self.stop_requested:
+            raise JobInterrupted(f"stopped at step {state.global_step} with a checkpoint")
+
+    def _rotate(self, session: Session) -> None:
+        """Keep the latest two and the one with the best evaluation loss."""
+        steps = sorted(session.scalars(select(Checkpoint.step)
+                                       .where(Checkpoint.job_id == self.job_id)), reverse=True)
+        keep = set(steps[:KEEP_LATEST])
+        scored = [step for step in steps if self._loss_at(step) is not None]
+        if scored:
+            keep.add(min(scored, key=lambda step: self._loss_at(step) or 0.0))
+        for step in set(steps) - keep:
+            session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id,
+                                                     Checkpoint.step == step))
+            shutil.rmtree(self.folder / f"step-{step}", ignore_errors=True)
+
+    def _loss_at(self, step: int) -> float | None:
+        """The evaluation loss of the weights saved at `step`: the last evaluation before it."""
+        earlier = [evaluated for evaluated in self.eval_loss if evaluated <= step]
+        return self.eval_loss[max(earlier)] if earlier else None
+
+
+def resume_point(session_factory: sessionmaker[Session], job_id: str, folder: Path,
+                 events: EventSink) -> tuple[Path, int] | None:
+    """The newest recorded checkpoint whose files match their hashes; damaged ones skipped."""
+    with session_factory() as session:
+        recorded = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                                        .order_by(Checkpoint.step.desc())))
+    for checkpoint in recorded:
+        path = folder / f"step-{checkpoint.step}"
+        problem = _damage(path, checkpoint.files)
+        if problem is None:
+            return path, checkpoint.step
+        events.event("checkpoint_skipped",
+                     f"Checkpoint at step {checkpoint.step} is unusable ({problem}); "
+                     "trying the one before", {"step": checkpoint.step})
+    return None
+
+
+def forget_after(session_factory: sessionmaker[Session], job_id: str, step: int) -> None:
+    """Drop metric points past the resume step: the new attempt logs those steps again."""
+    with transaction(session_factory) as session:
+        session.execute(delete(MetricPoint).where(MetricPoint.job_id == job_id,
+                                                  MetricPoint.step > step))
+
+
+def _damage(path: Path, files: dict[str, str]) -> str | None:
+    if not path.is_dir():
+        return "its folder is missing"
+    for relative, expected in files.items():
+        file = path / relative
+        if not file.is_file():
+            return f"{relative} is missing"
+        if sha256_of(file) != expected:
+            return f"{relative} does not match its recorded sha256"
+    return None
