@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 import migrations
 
@@ -23,7 +25,16 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+    # On the embedded default the API and the worker may both migrate one new SQLite file at
+    # the same moment; the loser finds it locked or already made, and tries again.
+    for attempt in range(10):
+        try:
+            command.upgrade(alembic_config(database_url), revision)
+            return
+        except OperationalError:
+            if not database_url.startswith("sqlite") or attempt == 9:
+                raise
+            time.sleep(0.5)
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
 
 from app import migrate
 from app.config import Settings
@@ -34,7 +35,8 @@ TINY_MODEL = "tiny/bert"
 def postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database, dropped afterwards."""
     name = f"ft_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    # No pooled connection: a test may restart the server in between.
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:

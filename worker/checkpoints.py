@@ -8,6 +8,7 @@ so a half-written, damaged or foreign folder is never loaded.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -25,6 +27,8 @@ from app.models import Checkpoint, MetricPoint
 from worker.training.events import EventSink
 
 KEEP_LATEST = 2
+RECORD_PATIENCE_SECONDS = 30.0
+logger = logging.getLogger("finetune.trainer")
 
 
 class JobInterrupted(Exception):
@@ -77,14 +81,30 @@ class CheckpointKeeper(TrainerCallback):
         self.folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(written, target)
-        with transaction(self.session_factory) as session:
-            session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id,
-                                                     Checkpoint.step == step))
-            session.add(Checkpoint(job_id=self.job_id, step=step, files=manifest))
-            jobs.add_event(session, self.job_id, "checkpoint",
-                           f"Checkpoint saved at step {step}", {"step": step})
-            self._rotate(session)
+        if not self._record(step, manifest):
+            # Unrecorded, it would never be resumed from: do not keep it either.
+            shutil.rmtree(target, ignore_errors=True)
         self.last_save = time.monotonic()
+
+    def _record(self, step: int, manifest: dict[str, str]) -> bool:
+        """Record the checkpoint, waiting out a short database outage; training goes on."""
+        deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
+        while True:
+            try:
+                with transaction(self.session_factory) as session:
+                    session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id,
+                                                             Checkpoint.step == step))
+                    session.add(Checkpoint(job_id=self.job_id, step=step, files=manifest))
+                    jobs.add_event(session, self.job_id, "checkpoint",
+                                   f"Checkpoint saved at step {step}", {"step": step})
+                    self._rotate(session)
+                return True
+            except SQLAlchemyError:
+                if time.monotonic() > deadline:
+                    logger.warning("checkpoint at step %s not recorded: database unreachable",
+                                   step)
+                    return False
+                time.sleep(1)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState,
                      control: TrainerControl, **kwargs: Any) -> None:
