@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.helpers import assert_error, job_spec, sentiment_dataset, upload_rows
-from tests.factories import regression_rows
+from tests.factories import regression_rows, sentiment_rows, write_rows
 
 
 @pytest.fixture
@@ -153,3 +153,43 @@ class TestReadAndCancel:
                                                                     "has_more": False}
         assert api.get(f"/v1/jobs/{job['id']}/metrics").json() == {"job_id": job["id"],
                                                                   "series": {}}
+
+
+class TestIdempotency:
+    def test_replayed_submit_returns_the_original_job(self, api: TestClient,
+                                                      dataset: dict[str, Any]) -> None:
+        headers = {"Idempotency-Key": "submit-42"}
+        first = api.post("/v1/jobs", json=job_spec(dataset["id"]), headers=headers)
+        again = api.post("/v1/jobs", json=job_spec(dataset["id"]), headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert again.json()["id"] == first.json()["id"]
+        assert len(api.get("/v1/jobs").json()["data"]) == 1
+
+    def test_same_key_other_body_is_refused(self, api: TestClient,
+                                            dataset: dict[str, Any]) -> None:
+        headers = {"Idempotency-Key": "submit-43"}
+        assert api.post("/v1/jobs", json=job_spec(dataset["id"]), headers=headers).is_success
+        other = job_spec(dataset["id"], hyperparameters={"epochs": 1})
+        assert_error(api.post("/v1/jobs", json=other, headers=headers), 422,
+                     "idempotency_key_reused", "Idempotency-Key")
+        assert len(api.get("/v1/jobs").json()["data"]) == 1
+
+    def test_replayed_upload_returns_the_original_dataset(self, api: TestClient,
+                                                          tmp_path: Path,
+                                                          settings: Any) -> None:
+        path = write_rows(tmp_path / "d.csv", sentiment_rows(10))
+        headers = {"Idempotency-Key": "upload-1"}
+        ids = {api.post("/v1/datasets", files={"file": (path.name, path.read_bytes())},
+                        headers=headers).json()["id"] for _ in range(2)}
+        assert len(ids) == 1
+        other = write_rows(tmp_path / "e.csv", sentiment_rows(12))
+        assert_error(api.post("/v1/datasets", files={"file": (other.name, other.read_bytes())},
+                              headers=headers), 422, "idempotency_key_reused")
+        assert list((settings.storage_dir / "tmp").iterdir()) == []
+
+    def test_server_caps(self, api: TestClient, dataset: dict[str, Any]) -> None:
+        assert_error(api.post("/v1/jobs", json=job_spec(dataset["id"], max_attempts=50)), 422,
+                     "invalid_request", "max_attempts")
+        assert_error(api.post("/v1/jobs", json=job_spec(dataset["id"],
+                                                        max_runtime_seconds=10**9)),
+                     422, "invalid_request", "max_runtime_seconds")

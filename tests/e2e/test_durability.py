@@ -206,7 +206,8 @@ def create_celery_for(service: Service) -> Any:
 
 
 def restart_redis() -> None:
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"], timeout=30)
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"], timeout=30,
+                   capture_output=True)
     subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1",
                     "--port", "6379", "--save", "", "--appendonly", "no",
                     "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"],
@@ -220,3 +221,40 @@ def restart_redis() -> None:
 
 def postgres_version() -> str:
     return sorted(os.listdir("/etc/postgresql"))[-1]
+
+
+def test_a_damaged_latest_checkpoint_is_skipped(service: Service,
+                                                dataset: dict[str, Any]) -> None:
+    job = service.submit(resumable_spec(dataset["id"]))
+    service.wait_for(job["id"], ("running",), condition=at_step(45))
+    pid = trainer_pid(job["id"])
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # hold the trainer still while its checkpoint is damaged
+    folder = service.storage_dir / "jobs" / job["id"] / "work" / "checkpoints"
+    latest = max(folder.glob("step-*"), key=lambda path: int(path.name.split("-")[1]))
+    weights = latest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    os.kill(pid, signal.SIGKILL)
+    finished = service.wait_for(job["id"])
+    assert finished["status"] == "succeeded", finished["error"]
+    events = service.client.get(f"/v1/jobs/{job['id']}/events", params={"limit": 1000})
+    by_kind = {event["kind"]: event for event in events.json()["data"]}
+    assert by_kind["checkpoint_skipped"]["data"]["step"] == int(latest.name.split("-")[1])
+    assert by_kind["resumed"]["data"]["step"] < by_kind["checkpoint_skipped"]["data"]["step"]
+
+
+def test_a_job_submitted_while_the_broker_is_down_still_runs(service: Service,
+                                                             dataset: dict[str, Any]) -> None:
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"], timeout=30)
+    try:
+        response = service.client.post("/v1/jobs", json=resumable_spec(
+            dataset["id"], hyperparameters={"max_steps": 5}))
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "broker_unavailable"
+        job_id = response.json()["error"]["message"].split()[1]
+        assert service.client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    finally:
+        restart_redis()
+    finished = service.wait_for(job_id, timeout=120)  # the reaper sends it again
+    assert finished["status"] == "succeeded"
+    assert "resent" in kinds(service, job_id)
