@@ -20,8 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from app.artifacts.service import sha256_of
 from app.db import transaction
+from app.hashing import sha256_of
 from app.jobs import service as jobs
 from app.models import Checkpoint, MetricPoint
 from worker.training.events import EventSink

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 from pathlib import Path
@@ -11,11 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidRequest, NotFound, RangeNotSatisfiable
+from app.hashing import sha256_of
 from app.jobs import service as jobs
 from app.models import Artifact
 from app.storage import LocalStorage
-
-_CHUNK = 1024 * 1024
 
 
 def list_for_job(session: Session, job_id: str) -> list[Artifact]:
@@ -61,14 +59,6 @@ def publish_model(session: Session, storage: LocalStorage, job_id: str, trained:
     for file in sorted(p for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink()):
         session.add(Artifact(job_id=job_id, path=file.relative_to(model_dir).as_posix(),
                              size_bytes=file.stat().st_size, sha256=sha256_of(file)))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_range(header: str | None, size: int) -> None:

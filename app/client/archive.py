@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 import zlib
 from pathlib import Path
 
+from app.hashing import sha256_of
+
 # The service archives the model folder under this name (`model/config.json`, ...).
 ARCHIVE_ROOT = "model"
-_CHUNK = 1024 * 1024
 
 
 class DownloadError(Exception):
@@ -44,7 +44,7 @@ def unpack_verified(archive: Path, target: Path, manifest: dict[str, str]) -> Pa
             problems.append(f"{name}: not a regular file")
         elif expected is None:
             problems.append(f"{name}: not in the job's artifact manifest")
-        elif _sha256(path) != expected:
+        elif sha256_of(path) != expected:
             problems.append(f"{name}: sha256 differs from the manifest")
     problems += [f"{name}: in the manifest but missing from the archive"
                  for name in sorted(manifest.keys() - unpacked.keys())]
@@ -52,11 +52,3 @@ def unpack_verified(archive: Path, target: Path, manifest: dict[str, str]) -> Pa
         raise DownloadError("the downloaded model does not match the job's artifact manifest "
                             f"({len(problems)} problem(s)): " + "; ".join(problems))
     return model_dir
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
