@@ -20,7 +20,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 OUTCOME_FILE = "outcome.json"
 EXIT_FAILED = 1
@@ -96,7 +96,7 @@ def run_standby() -> int:
     return run_job(job_id)
 
 
-def run_job(job_id: str) -> int:
+def run_job(job_id: str) -> NoReturn:
     from app.config import get_settings
     from app.db import make_engine, make_session_factory
     from app.storage import LocalStorage
@@ -112,7 +112,10 @@ def run_job(job_id: str) -> int:
     finally:
         engine.dispose()
     _write_outcome(work_dir, outcome)
-    return code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is saved and reported; skip the interpreter's slow teardown of torch.
+    os._exit(code)
 
 
 def _train_job(job_id: str, settings: Any, session_factory: Any,

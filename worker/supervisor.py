@@ -38,6 +38,9 @@ from worker.standby import StandbyTrainer, trainer_env
 logger = logging.getLogger("finetune.worker")
 
 POLL_SECONDS = 0.5
+# The trainer itself stops on a cancel at its next progress write; the supervisor's own look
+# at the status only starts the grace period, so it need not cost a query every poll.
+STATUS_EVERY_SECONDS = 2.0
 KILL_AFTER_TERM_SECONDS = 30.0
 LOG_TAIL_LINES = 40
 
@@ -69,6 +72,7 @@ class JobSupervisor:
         self.is_stopping = is_stopping
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.number = 0
+        self.status_checked_at = 0.0
 
     def run(self) -> None:
         if not self._claim():
@@ -152,9 +156,11 @@ class JobSupervisor:
         if now - started >= budget:
             attempt.timed_out = True
             return now
-        if self._status() == "cancelling":
-            attempt.cancelled = True
-            return now + self.settings.cancel_grace_seconds
+        if now - self.status_checked_at >= STATUS_EVERY_SECONDS:
+            self.status_checked_at = now
+            if self._status() == "cancelling":
+                attempt.cancelled = True
+                return now + self.settings.cancel_grace_seconds
         return None
 
     def _runtime_budget(self, job: Job | None) -> float:
