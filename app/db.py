@@ -18,8 +18,11 @@ def make_engine(url: str) -> Engine:
         # go on while one writes, and the busy timeout makes writers wait instead of failing.
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own implicit transactions break SAVEPOINT; let SQLAlchemy emit BEGIN.
-        event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN"))
+        # pysqlite's own implicit transactions break SAVEPOINT, so SQLAlchemy emits BEGIN; and
+        # IMMEDIATE, because a deferred transaction that reads and then writes fails at once
+        # with "database is locked" when another process wrote in between.
+        event.listen(engine, "begin",
+                     lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     return create_engine(url, pool_pre_ping=True)
 

@@ -25,8 +25,8 @@ def readyz(request: Request) -> Health | JSONResponse:
     """The database and the broker are reachable."""
     failures = []
     try:
-        with request.app.state.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        with request.app.state.session_factory() as session:
+            session.execute(text("SELECT 1"))
     except Exception as exc:
         failures.append(f"database: {type(exc).__name__}")
     if not request.app.state.broker.is_reachable():

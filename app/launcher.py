@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import subprocess
 import sys
@@ -12,17 +11,9 @@ from types import FrameType
 
 from app import migrate
 from app.config import Settings
+from app.processes import die_with_parent
 
 STOP_TIMEOUT_SECONDS = 60.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM if `finetune up` itself dies, so nothing is orphaned."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -31,7 +22,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         # child exactly once (a second signal would make Celery's shutdown a cold one).
         return subprocess.Popen([sys.executable, "-m", "app.cli", *args], stdout=stream,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent(signal.SIGTERM))
 
 
 def run_up(settings: Settings, host: str, port: int) -> int:

@@ -99,7 +99,7 @@ class Job(Base):
     # Who runs the job and until when: a lease that is not renewed in time is taken back.
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)
-    # When "run job X" was last sent; None when sending failed.
+    # When "run job X" was last sent: the reaper sends it again when this grows old.
     enqueued_at: Mapped[datetime | None] = mapped_column()
     # Training time used by all attempts so far, against max_runtime_seconds.
     runtime_seconds: Mapped[float] = mapped_column(Float, default=0.0)

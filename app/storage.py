@@ -55,7 +55,10 @@ class LocalStorage:
         base = self.job_model_dir(job_id).resolve()
         if not relative or "\x00" in relative or relative.startswith(("/", "\\")):
             return None
-        candidate = (base / relative).resolve()
-        if not candidate.is_relative_to(base) or not candidate.is_file():
+        try:
+            candidate = (base / relative).resolve()
+            if not candidate.is_relative_to(base) or not candidate.is_file():
+                return None
+        except (OSError, ValueError):  # a name too long for the filesystem, and such
             return None
         return candidate

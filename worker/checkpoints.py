@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -23,7 +23,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from app.db import transaction
 from app.hashing import sha256_of
 from app.jobs import service as jobs
-from app.models import Checkpoint, MetricPoint
+from app.models import Checkpoint, Job, JobAttempt, MetricPoint
 from worker.training.events import EventSink
 
 KEEP_LATEST = 2
@@ -147,11 +147,17 @@ def resume_point(session_factory: sessionmaker[Session], job_id: str, folder: Pa
     return None
 
 
-def forget_after(session_factory: sessionmaker[Session], job_id: str, step: int) -> None:
-    """Drop metric points past the resume step: the new attempt logs those steps again."""
+def mark_resumed(session_factory: sessionmaker[Session], job_id: str, step: int) -> None:
+    """Note the resume step on the running attempt, and drop the metric points past it: the
+    new attempt logs those steps again."""
     with transaction(session_factory) as session:
         session.execute(delete(MetricPoint).where(MetricPoint.job_id == job_id,
                                                   MetricPoint.step > step))
+        job = session.get(Job, job_id)
+        if job is not None:
+            session.execute(update(JobAttempt).where(
+                JobAttempt.job_id == job_id, JobAttempt.number == job.attempt)
+                .values(resumed_from_step=step))
 
 
 def _damage(path: Path, files: dict[str, str]) -> str | None:

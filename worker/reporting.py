@@ -44,6 +44,7 @@ class DatabaseReporter(TrainerCallback):
         self.pending_points: list[MetricPoint] = []
         self.latest: dict[str, dict[str, float]] = {}
         self.cancel_requested = False
+        self.first_step = 0
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         try:
@@ -55,6 +56,7 @@ class DatabaseReporter(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState,
                        control: TrainerControl, **kwargs: Any) -> None:
         self.started = time.monotonic()
+        self.first_step = state.global_step  # after a resume, the steps before are not timed
         self._write(state, control, force=True)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState,
@@ -99,8 +101,9 @@ class DatabaseReporter(TrainerCallback):
         self.last_write = now
         total = state.max_steps or None
         eta = None
-        if total and state.global_step:
-            eta = (now - self.started) / state.global_step * (total - state.global_step)
+        timed_steps = state.global_step - self.first_step
+        if total and timed_steps > 0:
+            eta = (now - self.started) / timed_steps * (total - state.global_step)
         try:
             with transaction(self.session_factory) as session:
                 session.add_all(self.pending_points)

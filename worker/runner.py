@@ -121,7 +121,7 @@ def run_job(job_id: str) -> NoReturn:
 def _train_job(job_id: str, settings: Any, session_factory: Any,
                storage: Any) -> tuple[dict[str, Any], int]:
     from app.catalog import resolve_model
-    from worker.checkpoints import CheckpointKeeper, JobInterrupted, forget_after, resume_point
+    from worker.checkpoints import CheckpointKeeper, JobInterrupted, mark_resumed, resume_point
     from worker.reporting import DatabaseReporter
     from worker.training.errors import OutOfMemory, TrainingError
     from worker.training.trainer import run_training
@@ -137,7 +137,7 @@ def _train_job(job_id: str, settings: Any, session_factory: Any,
         shutil.rmtree(work_dir / "trainer", ignore_errors=True)  # an earlier attempt's partials
         resume = resume_point(session_factory, job_id, work_dir / "checkpoints", reporter)
         if resume is not None:
-            forget_after(session_factory, job_id, resume[1])
+            mark_resumed(session_factory, job_id, resume[1])
             reporter.event("resumed", f"Resumed from step {resume[1]}", {"step": resume[1]})
         metrics = run_training(spec, files, resolve_model(spec.model, settings.models_dir),
                                work_dir, events=reporter, callbacks=[reporter, keeper],

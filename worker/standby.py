@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+from app.processes import die_with_parent
+
 logger = logging.getLogger("finetune.worker")
 
 
@@ -29,7 +31,7 @@ class StandbyTrainer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worker.runner", "--standby"], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=trainer_env(),
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL))
 
     def take(self, job_id: str) -> subprocess.Popen[bytes] | None:
         """The standby process, now running `job_id`; None when there is no live one."""

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import delete
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.artifacts import service as artifacts
@@ -30,7 +31,8 @@ from app.db import transaction
 from app.error_codes import hint_for, is_retryable
 from app.jobs import lifecycle
 from app.jobs import service as jobs
-from app.models import Job
+from app.models import Artifact, Job
+from app.processes import die_with_parent
 from app.storage import LocalStorage
 from worker.runner import OUTCOME_FILE
 from worker.standby import StandbyTrainer, trainer_env
@@ -112,7 +114,9 @@ class JobSupervisor:
         with self.storage.job_log_path(self.job_id).open("ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "worker.runner", "--job-id", self.job_id],
-                stdout=log, stderr=subprocess.STDOUT, env=trainer_env(), start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, env=trainer_env(), start_new_session=True,
+                # A trainer whose worker is gone must not train beside the next attempt.
+                preexec_fn=die_with_parent(signal.SIGKILL))
 
     def _watch(self, child: subprocess.Popen[bytes]) -> Attempt:
         """Wait for the child, renewing the lease; stop it on cancel, shutdown or timeout.
@@ -196,6 +200,9 @@ class JobSupervisor:
             return
         outcome = attempt.outcome or {}
         status = outcome.get("status")
+        # The trainer may have stopped on a cancel or a SIGTERM before the supervisor saw why.
+        attempt.cancelled |= status == "cancelled" or self._status() == "cancelling"
+        attempt.interrupted |= status == "interrupted" and not attempt.timed_out
         if attempt.returncode == 0 and status == "succeeded":
             self._succeed(outcome.get("metrics", {}), attempt)
         elif attempt.cancelled:
@@ -205,10 +212,12 @@ class JobSupervisor:
                 session, "timeout", "the job trained longer than its max_runtime_seconds; "
                 "a checkpoint was saved"), error_code="timeout")
         elif attempt.interrupted:
-            self._end(attempt, "interrupted", lambda session: lifecycle.requeue(
-                session, self.job_id, expected=("running",), kind="interrupted",
-                message="The worker shut down; the job is queued again and resumes from its "
-                        "last checkpoint on the next worker", enqueue=self.enqueue))
+            self._end(attempt, "interrupted", lambda session: self._still_ours(session) and
+                      lifecycle.requeue(
+                          session, self.job_id, expected=("running",), kind="interrupted",
+                          message="The worker shut down; the job is queued again and resumes "
+                                  "from its last checkpoint on the next worker",
+                          enqueue=self.enqueue))
         elif status == "failed" and not is_retryable(outcome["code"]):
             self._end(attempt, "failed", lambda session: self._fail_in(
                 session, outcome["code"], outcome["message"], outcome.get("hint")),
@@ -226,12 +235,14 @@ class JobSupervisor:
         else:
             code = "worker_crashed"
             kind = "killed" if attempt.returncode == -signal.SIGKILL else "crashed"
-            how = (f"was killed by signal {signal.Signals(-attempt.returncode).name}"
+            how = (f"was killed by signal {_signal_name(-attempt.returncode)}"
                    if attempt.returncode < 0
                    else f"exited with status {attempt.returncode} without reporting an outcome")
             message = f"the trainer process {how}"
 
         def record(session: Session) -> None:
+            if not self._still_ours(session):
+                return
             jobs.add_event(session, self.job_id, "attempt_failed", message,
                            {"attempt": self.number, "code": code, "log_tail": tail})
             lifecycle.retry_or_fail(session, self.job_id, code=code, message=message,
@@ -240,9 +251,14 @@ class JobSupervisor:
         self._end(attempt, kind, record, error_code=code)
 
     def _succeed(self, metrics: dict[str, Any], attempt: Attempt) -> None:
+        manifest = artifacts.publish_model(self.storage, self.job_id,
+                                           self.storage.job_work_dir(self.job_id) / "model")
+
         def publish(session: Session) -> None:
-            artifacts.publish_model(session, self.storage, self.job_id,
-                                    self.storage.job_work_dir(self.job_id) / "model")
+            if not self._still_ours(session):
+                return
+            session.execute(delete(Artifact).where(Artifact.job_id == self.job_id))
+            session.add_all(_fresh(manifest))
             job = session.get(Job, self.job_id)
             if job is not None:
                 job.metrics = {**job.metrics, "final": metrics}
@@ -253,17 +269,29 @@ class JobSupervisor:
 
         self._end(attempt, "succeeded", publish)
 
+    def _still_ours(self, session: Session) -> bool:
+        """Whether this attempt still holds the job: the reaper may have taken it back."""
+        job = session.get(Job, self.job_id)
+        return job is not None and job.lease_owner == self.owner and job.attempt == self.number
+
     def _cancel(self, session: Session) -> None:
+        if not self._still_ours(session):
+            return
         if jobs.transition(session, self.job_id, expected=("running", "cancelling"),
                            to="cancelled", lease_owner=None):
             jobs.add_event(session, self.job_id, "cancelled", "Job cancelled")
 
     def _fail(self, code: str, message: str) -> None:
         with transaction(self.session_factory) as session:
+            if self.number and self._still_ours(session):
+                lifecycle.end_attempt(session, self.job_id, self.number, "failed",
+                                      error_code=code)
             self._fail_in(session, code, message)
 
     def _fail_in(self, session: Session, code: str, message: str,
                  hint: str | None = None) -> None:
+        if not self._still_ours(session):
+            return
         hint = hint or hint_for(code)
         if jobs.transition(session, self.job_id, expected=("running", "cancelling"),
                            to="failed", error_code=code, error_message=message,
@@ -283,12 +311,25 @@ class JobSupervisor:
                                           runtime_seconds=attempt.runtime_seconds)
                     then(session)
                 return
-            except SQLAlchemyError:
+            except OperationalError:  # unreachable, restarting, locked: worth waiting for
                 if time.monotonic() > deadline:
                     raise
                 logger.warning("job %s: database unreachable; retrying the final update",
                                self.job_id)
                 time.sleep(2)
+
+
+def _fresh(manifest: list[Artifact]) -> list[Artifact]:
+    """New rows for each try: a rolled-back session's objects cannot be added again."""
+    return [Artifact(job_id=a.job_id, path=a.path, size_bytes=a.size_bytes, sha256=a.sha256)
+            for a in manifest]
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
 
 
 def _signal_group(child: subprocess.Popen[bytes], signum: signal.Signals) -> None:

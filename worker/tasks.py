@@ -8,7 +8,6 @@ import threading
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 from celery.worker import state as worker_state
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -47,9 +46,8 @@ def register_tasks(celery: Celery, settings: Settings,
                 with transaction(session_factory) as session:
                     lifecycle.reap(session, resend_after_seconds=settings.resend_after_seconds,
                                    enqueue=enqueue)
-            except (SQLAlchemyError, OSError, ConnectionError):
-                logger.warning("the reaper could not reach the database or the broker; "
-                               "it will try again", exc_info=True)
+            except Exception:  # the reaper must outlive any one bad round
+                logger.warning("the reaper's round failed; it will try again", exc_info=True)
 
     def on_ready(**_: object) -> None:
         standby.start()

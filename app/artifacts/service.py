@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -39,14 +41,16 @@ def archive_path(session: Session, storage: LocalStorage, job_id: str) -> Path:
     return archive
 
 
-def publish_model(session: Session, storage: LocalStorage, job_id: str, trained: Path) -> None:
-    """Move a finished model folder into place, archive it and record its manifest.
+def publish_model(storage: LocalStorage, job_id: str, trained: Path) -> list[Artifact]:
+    """Move a finished model folder into place and archive it; answer its manifest.
 
     Each step writes under a temporary name and renames, so a crash never leaves a
-    half-written model or archive where a client can see it.
+    half-written model or archive where a client can see it. File work only, so no database
+    transaction waits on it, and safe to repeat: a retry finds the folder already in place.
     """
     model_dir = storage.job_model_dir(job_id)
-    if trained.resolve() != model_dir.resolve():
+    if trained.is_dir():
+        shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(trained, model_dir)
     archive = storage.model_archive_path(job_id)
     partial = archive.with_suffix(".partial")
@@ -57,9 +61,13 @@ def publish_model(session: Session, storage: LocalStorage, job_id: str, trained:
             tar.add(file, arcname=f"model/{file.relative_to(model_dir).as_posix()}",
                     recursive=False)
     os.replace(partial, archive)
-    for file in sorted(p for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink()):
-        session.add(Artifact(job_id=job_id, path=file.relative_to(model_dir).as_posix(),
-                             size_bytes=file.stat().st_size, sha256=sha256_of(file)))
+    return [Artifact(job_id=job_id, path=file.relative_to(model_dir).as_posix(),
+                     size_bytes=file.stat().st_size, sha256=sha256_of(file))
+            for file in sorted(p for p in model_dir.rglob("*")
+                               if p.is_file() and not p.is_symlink())]
+
+
+_RANGE = re.compile(r"([0-9]*)-([0-9]*)(?<!^-)")
 
 
 def check_range(header: str | None, size: int) -> None:
@@ -74,11 +82,12 @@ def check_range(header: str | None, size: int) -> None:
         raise InvalidRequest(f"malformed Range header: {header!r}", code="invalid_range",
                              param="Range")
     for part in ranges.split(","):
-        start, dash, end = part.strip().partition("-")
-        if not dash or not (start.isdigit() or end.isdigit()) or (
-                start and not start.isdigit()) or (end and not end.isdigit()):
+        match = _RANGE.fullmatch(part.strip())
+        if match is None:
             raise InvalidRequest(f"malformed Range header: {header!r}", code="invalid_range",
                                  param="Range")
-        if start.isdigit() and (int(start) >= size or (end and int(end) < int(start))):
+        start, end = match.groups()
+        suffix_of_nothing = not start and (int(end) == 0 or size == 0)
+        if suffix_of_nothing or (start and (int(start) >= size or (end and int(end) < int(start)))):
             raise RangeNotSatisfiable(f"the range {part.strip()} is outside the file's "
                                       f"{size} bytes", headers={"Content-Range": f"bytes */{size}"})

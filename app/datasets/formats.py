@@ -277,6 +277,9 @@ def _loads(text: str, lines_before: int, extra_data_hint: str = "") -> Any:
     except RecursionError:
         raise DatasetFormatError(f"The JSON at line {lines_before + 1} is nested too deeply.",
                                  code="dataset_invalid_json", line=lines_before + 1) from None
+    except ValueError as err:  # e.g. an integer longer than Python converts
+        raise DatasetFormatError(f"Invalid JSON near line {lines_before + 1}: {err}.",
+                                 code="dataset_invalid_json", line=lines_before + 1) from None
 
 
 def _object(value: Any, where: str, line: int | None) -> dict[str, Any]:

@@ -31,10 +31,14 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
                          idempotency_key: IdempotencyHeader = None) -> DatasetOut:
     """Upload a dataset file (CSV, TSV, JSON Lines, JSON or Parquet) as multipart field `file`."""
     upload = await receive_upload(request, storage.temp_path(), settings.max_upload_bytes)
-    dataset = await run_in_threadpool(
-        service.create, session, storage, upload_path=upload.path, filename=upload.filename,
-        size_bytes=upload.size_bytes, sha256=upload.sha256, name=upload.fields.get("name"),
-        declared_format=upload.fields.get("format"), idempotency_key=idempotency_key)
+    try:
+        dataset = await run_in_threadpool(
+            service.create, session, storage, upload_path=upload.path,
+            filename=upload.filename, size_bytes=upload.size_bytes, sha256=upload.sha256,
+            name=upload.fields.get("name"), declared_format=upload.fields.get("format"),
+            idempotency_key=idempotency_key)
+    finally:  # published files have moved away; anything left here was refused
+        upload.path.unlink(missing_ok=True)
     return DatasetOut.model_validate(dataset)
 
 

@@ -23,6 +23,8 @@ def create(session: Session, storage: LocalStorage, *, upload_path: Path, filena
            size_bytes: int, sha256: str, name: str | None, declared_format: str | None,
            idempotency_key: str | None = None) -> Dataset:
     """Inspect the uploaded file and publish it; the file is removed when it is refused."""
+    name = _checked_text(name, "name", 200)
+    filename = (filename or "").replace("\x00", "")[-255:] or None
     digest = idempotency.request_digest(sha256, filename or "", name or "", declared_format or "")
     try:
         original = idempotency.replayed(session, "datasets", idempotency_key, digest)
@@ -84,3 +86,10 @@ def delete(session: Session, storage: LocalStorage, dataset_id: str) -> None:
     session.delete(dataset)
     session.flush()
     after_commit(session, lambda: storage.delete_dataset(dataset_id))
+
+
+def _checked_text(value: str | None, field: str, limit: int) -> str | None:
+    if value is not None and (len(value) > limit or "\x00" in value):
+        raise InvalidRequest(f"{field} must be at most {limit} characters, without NUL",
+                             param=field)
+    return value

@@ -114,9 +114,11 @@ def reap(session: Session, *, resend_after_seconds: float, enqueue: Enqueue) -> 
     for job in expired:
         _take_back(session, job, enqueue)
     stale = now - timedelta(seconds=resend_after_seconds)
-    for job in session.scalars(select(Job).where(Job.status == "queued")).all():
+    queued = select(Job).where(Job.status == "queued").execution_options(populate_existing=True)
+    for job in session.scalars(queued).all():
         max_queue = job.spec.get("max_queue_seconds")
-        if max_queue and job.created_at + timedelta(seconds=max_queue) < now:
+        # Only a job that never started: a requeued one has been admitted already.
+        if max_queue and job.attempt == 0 and job.created_at + timedelta(seconds=max_queue) < now:
             if transition(session, job.id, expected=("queued",), to="failed",
                           error_code="queue_timeout",
                           error_message=f"the job waited in the queue for more than "
@@ -138,7 +140,8 @@ def _take_back(session: Session, job: Job, enqueue: Enqueue) -> None:
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return
     open_attempt = session.scalars(select(JobAttempt).where(
-        JobAttempt.job_id == job.id, JobAttempt.outcome.is_(None))).first()
+        JobAttempt.job_id == job.id, JobAttempt.number == job.attempt,
+        JobAttempt.outcome.is_(None))).first()
     if open_attempt is not None:
         end_attempt(session, job.id, open_attempt.number, "lease_expired",
                     error_code="lease_expired")

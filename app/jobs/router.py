@@ -58,7 +58,8 @@ def cancel_job(job_id: str, session: SessionDep) -> JobOut:
 
 @router.get("/{job_id}/events", response_model=EventPage, responses=error_responses(404, 422))
 def list_events(job_id: str, session: SessionDep,
-                after: Annotated[int | None, Query(ge=0, description="Last event id seen")] = None,
+                after: Annotated[int | None, Query(ge=0, le=2**62,
+                                                  description="Last event id seen")] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventPage:
     """The job's timeline, oldest first; poll with `after` to follow it."""
     events, has_more = service.events(session, job_id, after, limit)

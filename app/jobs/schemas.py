@@ -29,6 +29,7 @@ class AttemptOut(BaseModel):
     ended_at: datetime | None
     outcome: str | None
     error_code: str | None
+    resumed_from_step: int | None
     last_step: int
 
 
@@ -58,7 +59,8 @@ class JobOut(BaseModel):
             metrics=job.metrics, error=error, created_at=job.created_at,
             attempts=[AttemptOut(number=a.number, worker=a.worker, started_at=a.started_at,
                                  ended_at=a.ended_at, outcome=a.outcome,
-                                 error_code=a.error_code, last_step=a.last_step)
+                                 error_code=a.error_code,
+                                 resumed_from_step=a.resumed_from_step, last_step=a.last_step)
                       for a in attempts],
             started_at=job.started_at, finished_at=job.finished_at)
 

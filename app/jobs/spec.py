@@ -132,11 +132,18 @@ class JobSpec(_Strict):
         default=None, ge=1, le=10_000_000,
         description="Save a checkpoint every N steps; default: every FT_CHECKPOINT_SECONDS")
     max_runtime_seconds: int | None = Field(
-        default=None, ge=1, description="Training time, over all attempts, before the job fails "
+        default=None, ge=1, le=10**8, description="Training time, over all attempts, before the job fails "
                                         "with 'timeout'; default and cap: FT_MAX_JOB_SECONDS")
     max_queue_seconds: int | None = Field(
-        default=None, ge=1, description="Time the job may wait in the queue before it fails "
+        default=None, ge=1, le=10**8, description="Time the job may wait in the queue before it fails "
                                         "with 'queue_timeout'")
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a name cannot contain NUL characters")
+        return value
 
     @field_validator("model")
     @classmethod

@@ -33,7 +33,7 @@ def finished_job(api: TestClient, tmp_path: Path) -> dict[str, Any]:
     trained = write_tiny_bert(storage.job_work_dir(job["id"]) / "model")
     (trained / "metrics.json").write_text('{"eval_accuracy": 1.0}')
     with api.app.state.session_factory() as session:
-        publish_model(session, storage, job["id"], trained)
+        session.add_all(publish_model(storage, job["id"], trained))
         assert jobs.transition(session, job["id"], expected=("running",), to="succeeded")
         commit(session)
     # Something outside the model folder that must never be served.

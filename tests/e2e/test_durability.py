@@ -182,8 +182,14 @@ def test_training_goes_on_through_a_postgres_restart(service: Service,
                                                      dataset: dict[str, Any]) -> None:
     job = service.submit(resumable_spec(dataset["id"], hyperparameters={"max_steps": 150}))
     service.wait_for(job["id"], ("running",), condition=at_step(10))
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", postgres_version(), "main",
-                    "restart"], check=True, timeout=60)
+    postgres("stop")
+    try:
+        down = service.client.get(f"/v1/jobs/{job['id']}")
+        assert down.status_code == 503
+        assert down.json()["error"]["code"] == "database_unavailable"
+        time.sleep(2)
+    finally:
+        postgres("start")
     finished = wait_through_outage(service, job["id"])
     assert finished["status"] == "succeeded", finished["error"]
 
@@ -219,8 +225,10 @@ def restart_redis() -> None:
         time.sleep(0.2)
 
 
-def postgres_version() -> str:
-    return sorted(os.listdir("/etc/postgresql"))[-1]
+def postgres(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+                   check=True, timeout=60)
 
 
 def test_a_damaged_latest_checkpoint_is_skipped(service: Service,
