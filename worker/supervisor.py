@@ -212,12 +212,10 @@ class JobSupervisor:
                 session, "timeout", "the job trained longer than its max_runtime_seconds; "
                 "a checkpoint was saved"), error_code="timeout")
         elif attempt.interrupted:
-            self._end(attempt, "interrupted", lambda session: self._still_ours(session) and
-                      lifecycle.requeue(
-                          session, self.job_id, expected=("running",), kind="interrupted",
-                          message="The worker shut down; the job is queued again and resumes "
-                                  "from its last checkpoint on the next worker",
-                          enqueue=self.enqueue))
+            self._end(attempt, "interrupted", lambda session: lifecycle.requeue(
+                session, self.job_id, expected=("running",), kind="interrupted",
+                message="The worker shut down; the job is queued again and resumes from its "
+                        "last checkpoint on the next worker", enqueue=self.enqueue))
         elif status == "failed" and not is_retryable(outcome["code"]):
             self._end(attempt, "failed", lambda session: self._fail_in(
                 session, outcome["code"], outcome["message"], outcome.get("hint")),
@@ -241,8 +239,6 @@ class JobSupervisor:
             message = f"the trainer process {how}"
 
         def record(session: Session) -> None:
-            if not self._still_ours(session):
-                return
             jobs.add_event(session, self.job_id, "attempt_failed", message,
                            {"attempt": self.number, "code": code, "log_tail": tail})
             lifecycle.retry_or_fail(session, self.job_id, code=code, message=message,
@@ -255,8 +251,6 @@ class JobSupervisor:
                                            self.storage.job_work_dir(self.job_id) / "model")
 
         def publish(session: Session) -> None:
-            if not self._still_ours(session):
-                return
             session.execute(delete(Artifact).where(Artifact.job_id == self.job_id))
             session.add_all(_fresh(manifest))
             job = session.get(Job, self.job_id)
@@ -275,8 +269,6 @@ class JobSupervisor:
         return job is not None and job.lease_owner == self.owner and job.attempt == self.number
 
     def _cancel(self, session: Session) -> None:
-        if not self._still_ours(session):
-            return
         if jobs.transition(session, self.job_id, expected=("running", "cancelling"),
                            to="cancelled", lease_owner=None):
             jobs.add_event(session, self.job_id, "cancelled", "Job cancelled")
@@ -306,6 +298,8 @@ class JobSupervisor:
         while True:
             try:
                 with transaction(self.session_factory) as session:
+                    if not self._still_ours(session):  # the reaper closed this attempt
+                        return
                     lifecycle.end_attempt(session, self.job_id, self.number, outcome,
                                           error_code=error_code,
                                           runtime_seconds=attempt.runtime_seconds)

@@ -238,8 +238,10 @@ def test_a_damaged_latest_checkpoint_is_skipped(service: Service,
     pid = trainer_pid(job["id"])
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)  # hold the trainer still while its checkpoint is damaged
-    folder = service.storage_dir / "jobs" / job["id"] / "work" / "checkpoints"
-    latest = max(folder.glob("step-*"), key=lambda path: int(path.name.split("-")[1]))
+    # The newest recorded checkpoint: its event commits with its record.
+    events = service.client.get(f"/v1/jobs/{job['id']}/events", params={"limit": 1000})
+    step = max(e["data"]["step"] for e in events.json()["data"] if e["kind"] == "checkpoint")
+    latest = service.storage_dir / "jobs" / job["id"] / "work" / "checkpoints" / f"step-{step}"
     weights = latest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     os.kill(pid, signal.SIGKILL)
@@ -247,7 +249,7 @@ def test_a_damaged_latest_checkpoint_is_skipped(service: Service,
     assert finished["status"] == "succeeded", finished["error"]
     events = service.client.get(f"/v1/jobs/{job['id']}/events", params={"limit": 1000})
     by_kind = {event["kind"]: event for event in events.json()["data"]}
-    assert by_kind["checkpoint_skipped"]["data"]["step"] == int(latest.name.split("-")[1])
+    assert by_kind["checkpoint_skipped"]["data"]["step"] == step
     assert by_kind["resumed"]["data"]["step"] < by_kind["checkpoint_skipped"]["data"]["step"]
 
 
