@@ -30,7 +30,7 @@ SENTENCES = ["a gorgeous, witty, seductive movie .",
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--train-sentences", type=int, default=4000)
+    parser.add_argument("--train-sentences", type=int, default=6000)
     args = parser.parse_args()
     up = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(args.port)],
                           cwd=REPO)

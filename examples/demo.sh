@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The CPU build of torch first: a looser requirement would pull a multi-GB CUDA build.
-python3 -m pip install --quiet --disable-pip-version-check torch==2.13.0
-python3 -m pip install --quiet --disable-pip-version-check -e ".[demo]"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore torch==2.13.0
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[demo]"
 exec python3 examples/demo.py "$@"
