@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import migrate
@@ -97,6 +97,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(IntegrityError)
+    async def concurrent_change(_: Request, exc: IntegrityError) -> JSONResponse:
+        logger.info("integrity conflict: %s", exc.orig)
+        return _error(409, "conflict", "the request conflicts with a change made at the same "
+                      "moment (for example, its dataset was just deleted); read the objects "
+                      "again and retry")
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
