@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidRequest, NotFound, RangeNotSatisfiable
+from app.errors import Conflict, NotFound, RangeNotSatisfiable, ServiceError
 from app.hashing import sha256_of
 from app.jobs import service as jobs
 from app.models import Artifact
@@ -79,12 +79,12 @@ def check_range(header: str | None, size: int) -> None:
         return
     unit, _, ranges = header.partition("=")
     if unit.strip() != "bytes" or not ranges.strip():
-        raise InvalidRequest(f"malformed Range header: {header!r}", code="invalid_range",
+        raise ServiceError(f"malformed Range header: {header!r}", code="invalid_range",
                              param="Range")
     for part in ranges.split(","):
         match = _RANGE.fullmatch(part.strip())
         if match is None:
-            raise InvalidRequest(f"malformed Range header: {header!r}", code="invalid_range",
+            raise ServiceError(f"malformed Range header: {header!r}", code="invalid_range",
                                  param="Range")
         start, end = match.groups()
         suffix_of_nothing = not start and (int(end) == 0 or size == 0)
