@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from app.client.commands import register as register_client_commands
-from app.config import get_settings
+from app.config import Settings, get_settings
+from app.keys.commands import register as register_key_commands
+from app.network import is_loopback
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.set_defaults(handler=_up)
+    register_key_commands(commands)
     register_client_commands(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args) or 0)
+
+
+def _refuse_open_network(settings: Settings, host: str) -> None:
+    if not settings.require_api_keys and not is_loopback(host):
+        raise SystemExit(f"finetune: FT_REQUIRE_API_KEYS=false is only allowed on loopback "
+                         f"(127.0.0.1 or ::1), not on {host}: anyone who can reach the port "
+                         "would own every project")
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -33,7 +43,9 @@ def _api(args: argparse.Namespace) -> int:
 
     from app.main import create_app
 
-    uvicorn.run(create_app(get_settings()), host=args.host, port=args.port)
+    settings = get_settings()
+    _refuse_open_network(settings, args.host)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port)
     return 0
 
 
@@ -47,7 +59,9 @@ def _worker(_: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from app.launcher import run_up
 
-    return run_up(get_settings(), args.host, args.port)
+    settings = get_settings()
+    _refuse_open_network(settings, args.host)
+    return run_up(settings, args.host, args.port)
 
 
 def _migrate(_: argparse.Namespace) -> int:

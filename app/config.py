@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.client import DEFAULT_API_KEY_FILE
+
 _VAR = Path("var")
 
 
@@ -24,6 +26,18 @@ class Settings(BaseSettings):
                              description="Local model catalog: <dir>/<name>/ is model <name>")
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1,
                                   description="Largest dataset upload accepted")
+    max_json_bytes: int = Field(default=1024 * 1024, ge=1024,
+                                description="Largest request body other than a dataset upload")
+    require_api_keys: bool = Field(
+        default=True, description="Every /v1 request needs a bearer API key. Switching this "
+                                  "off is only allowed when the API listens on loopback")
+    api_key_file: Path = Field(default=Path(DEFAULT_API_KEY_FILE),
+                               description="Where `finetune up` keeps the key it made for the "
+                                           "CLI (mode 0600); the CLI reads it from there")
+    rate_limit_per_minute: int = Field(default=600, ge=1,
+                                       description="Requests per minute per API key")
+    max_active_jobs_per_project: int = Field(
+        default=20, ge=1, description="Queued plus running jobs a project may have at once")
     auto_migrate: bool | None = Field(
         default=None, description="Migrate the database on API start; default: only on SQLite")
     max_job_seconds: int = Field(default=7 * 24 * 3600, ge=60,

@@ -31,6 +31,11 @@ _CODES = [
     JobErrorCode("model_load_failed", "the model exists but cannot be loaded for this task",
                  False, "The model folder exists but could not be loaded as a model for this "
                  "task: check that it holds a config, safetensors weights and a tokenizer."),
+    JobErrorCode("unsafe_model_format", "the model's weights are pickle files (pytorch_model.bin, "
+                 ".pt, .ckpt...) with no safetensors, or its config or safetensors index points "
+                 "at such a file; unpickling can run code, so they are never loaded", False,
+                 "Convert the weights to safetensors with a tool you trust, in a sandbox (loading "
+                 "a pickle runs its code), and upload the model with its model.safetensors."),
     JobErrorCode("invalid_spec", "the spec does not fit the model (e.g. more frozen layers "
                  "than it has)", False, "Change the spec as the message says."),
     JobErrorCode("out_of_memory", "the trainer ran out of host or GPU memory, or the kernel's "

@@ -37,6 +37,16 @@ class ServiceError(Exception):
                                            param=self.param)).model_dump(exclude_none=True)
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
@@ -60,6 +70,11 @@ class InvalidRequest(ServiceError):
 class RangeNotSatisfiable(ServiceError):
     status_code = 416
     code = "range_not_satisfiable"
+
+
+class TooManyRequests(ServiceError):
+    status_code = 429
+    code = "rate_limited"
 
 
 class ServiceUnavailable(ServiceError):

@@ -27,12 +27,14 @@ def request_digest(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-def replayed(session: Session, scope: str, key: str | None, digest: str) -> str | None:
-    """The id the first request with `key` created, or None for a new key."""
+def replayed(session: Session, project_id: str, scope: str, key: str | None,
+             digest: str) -> str | None:
+    """The id the project's first request with `key` created, or None for a new key."""
     if key is None:
         return None
     stored = session.scalars(select(IdempotencyKey).where(
-        IdempotencyKey.scope == scope, IdempotencyKey.key == key)).first()
+        IdempotencyKey.project_id == project_id, IdempotencyKey.scope == scope,
+        IdempotencyKey.key == key)).first()
     if stored is None:
         return None
     if stored.request_sha256 != digest:
@@ -42,13 +44,14 @@ def replayed(session: Session, scope: str, key: str | None, digest: str) -> str 
     return stored.object_id
 
 
-def remember(session: Session, scope: str, key: str | None, digest: str, object_id: str) -> None:
+def remember(session: Session, project_id: str, scope: str, key: str | None, digest: str,
+             object_id: str) -> None:
     if key is None:
         return
     try:
         with session.begin_nested():
-            session.add(IdempotencyKey(scope=scope, key=key, request_sha256=digest,
-                                       object_id=object_id))
+            session.add(IdempotencyKey(project_id=project_id, scope=scope, key=key,
+                                       request_sha256=digest, object_id=object_id))
     except IntegrityError:
         raise Conflict("another request with this Idempotency-Key is in progress; retry it "
                        "in a moment", code="idempotency_key_in_use",

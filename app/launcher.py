@@ -11,6 +11,7 @@ from types import FrameType
 
 from app import migrate
 from app.config import Settings
+from app.keys.commands import LOCAL_PROJECT, ensure_local_key
 from app.processes import die_with_parent
 
 STOP_TIMEOUT_SECONDS = 60.0
@@ -28,6 +29,9 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 def run_up(settings: Settings, host: str, port: int) -> int:
     settings.prepare_local_dirs()
     migrate.upgrade(settings.database_url)
+    if settings.require_api_keys and (key := ensure_local_key(settings)) is not None:
+        print(f"Created an API key of project '{LOCAL_PROJECT}', shown this once; the CLI "
+              f"reads it from {settings.api_key_file} (mode 0600):\n  {key}", flush=True)
     logs = settings.storage_dir.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     children = {"api": _spawn(["api", "--host", host, "--port", str(port)], logs / "api.log"),

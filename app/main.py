@@ -15,20 +15,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import migrate
 from app.artifacts.router import router as artifacts_router
+from app.body_limit import BodySizeLimit
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import make_engine, make_session_factory
-from app.errors import ErrorBody, ErrorDetail, ServiceError
+from app.errors import ErrorBody, ErrorDetail, ServiceError, error_responses
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
+from app.keys.router import router as keys_router
 from app.queue import Broker
+from app.ratelimit import make_rate_limiter
 from app.storage import LocalStorage
 
 logger = logging.getLogger("finetune.api")
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
-               415: "unsupported_media_type", 416: "range_not_satisfiable"}
+               415: "unsupported_media_type", 416: "range_not_satisfiable",
+               429: "rate_limited"}
 
 
 class UnmigratedDatabase(RuntimeError):
@@ -54,13 +58,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = make_session_factory(engine)
         app.state.storage = LocalStorage(settings.storage_dir)
         app.state.broker = Broker(settings)
+        app.state.rate_limiter = make_rate_limiter(settings)
         yield
         engine.dispose()
 
     app = FastAPI(title="Fine-tuning job service", version="0.1.0", lifespan=lifespan,
                   description="Submit fine-tuning jobs, follow them, download the models.")
-    for router in (health_router, datasets_router, jobs_router, artifacts_router):
-        app.include_router(router)
+    app.include_router(health_router)
+    # Every /v1 route authenticates its caller, so each can answer these.
+    for router in (datasets_router, jobs_router, artifacts_router, keys_router):
+        app.include_router(router, responses=error_responses(401, 403, 429))
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes,
+                       streamed=frozenset({("POST", "/v1/datasets")}))
     _install_error_handlers(app)
     return app
 

@@ -1,4 +1,4 @@
-"""ORM classes: datasets, jobs, their events, metric points and artifacts."""
+"""ORM classes: projects and their API keys, datasets, jobs, their events, metrics, artifacts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -62,11 +63,46 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
 
+# Rows made before projects existed belong to this one, and so does everything done while
+# authentication is switched off (loopback only).
+DEFAULT_PROJECT_ID = "proj_default"
+
+
+class Project(Base):
+    """A team's space: its keys see its datasets and jobs, and nothing of other projects."""
+
+    __tablename__ = "project"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True,
+                                    default=lambda: new_id("proj"))
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A bearer key of a project; only the sha256 of the secret is kept."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True,
+                                    default=lambda: new_id("key"))
+    # The key's readable start ("ftk_" and 8 characters): it names the key in listings.
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id"), index=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
 class Dataset(Base):
     __tablename__ = "dataset"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True,
                                     default=lambda: new_id("ds"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     format: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str | None] = mapped_column(String(255))
@@ -82,6 +118,9 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True,
                                     default=lambda: new_id("job"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id"), index=True)
+    # The key that submitted the job; None when authentication is off.
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_key.id"))
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column()
@@ -193,9 +232,11 @@ class IdempotencyKey(Base):
     """A client's Idempotency-Key, stored in the same transaction as the object it made."""
 
     __tablename__ = "idempotency_key"
-    __table_args__ = (UniqueConstraint("scope", "key"),)
+    __table_args__ = (UniqueConstraint("project_id", "scope", "key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Keys are per project: another project's key of the same value is another request.
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id"))
     scope: Mapped[str] = mapped_column(String(32))
     key: Mapped[str] = mapped_column(String(255))
     request_sha256: Mapped[str] = mapped_column(String(64))

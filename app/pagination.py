@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
@@ -10,6 +10,9 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from app.auth import Caller
 
 T = TypeVar("T")
 
@@ -23,11 +26,13 @@ class Page(BaseModel, Generic[T]):
     has_more: bool
 
 
-def paginate(session: Session, statement: Select[Any], model: Any, limit: int,
+def paginate(session: Session, caller: Caller, statement: Select[Any], model: Any, limit: int,
              after: str | None) -> tuple[list[Any], bool]:
+    """A page of the caller's rows of `statement`; `after` must be one of them too."""
+    statement = caller.visible(statement, model)
     if after is not None:
-        anchor = session.execute(
-            select(model.created_at, model.id).where(model.id == after)).first()
+        anchor = session.execute(caller.visible(
+            select(model.created_at, model.id).where(model.id == after), model)).first()
         if anchor is None:
             raise InvalidRequest(f"'after' names no item of this list: {after}", param="after")
         statement = statement.where(or_(

@@ -92,6 +92,8 @@ def through_the_service(train: Path, workdir: Path) -> dict[str, Any]:
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
     try:
         wait_until_warm(client, service_dir)
+        api_key = (service_dir / "var" / "api-key").read_text().strip()
+        client.headers["Authorization"] = f"Bearer {api_key}"
         started = time.perf_counter()
         with train.open("rb") as stream:
             dataset = client.post("/v1/datasets", files={"file": (train.name, stream)}).json()

@@ -37,7 +37,9 @@ def main() -> int:
     try:
         url = f"http://127.0.0.1:{args.port}"
         wait_until_ready(url, up)
-        with ApiClient(url) as client:
+        # `finetune up` made a key for this folder's CLI on its first start.
+        api_key = (REPO / "var" / "api-key").read_text().strip()
+        with ApiClient(url, api_key=api_key) as client:
             return run_job(client, args.train_sentences)
     finally:
         up.send_signal(signal.SIGTERM)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
@@ -20,6 +21,8 @@ from sqlalchemy.pool import NullPool
 
 from app import migrate
 from app.config import Settings
+from app.db import transaction
+from app.keys import service as keys
 from app.main import create_app
 from tests.factories import write_tiny_bert
 
@@ -76,15 +79,25 @@ def settings(database_url: str, tmp_path: Path, model_catalog: Path,
                     max_upload_bytes=1024 * 1024, auto_migrate=False)
 
 
+def create_key(app: FastAPI, project: str, *, admin: bool = False) -> str:
+    """A new API key of `project`, made the way `finetune keys create` makes it."""
+    with transaction(app.state.session_factory) as session:
+        return keys.create_key(session, project, admin=admin)[1]
+
+
 @pytest.fixture
 def api(settings: Settings) -> Iterator[TestClient]:
-    """The app on a migrated database; everything a test writes is rolled back after it."""
+    """The app on a migrated database, as a client holding a key of project `team-a`.
+
+    Everything a test writes is rolled back after it.
+    """
     app = create_app(settings)
     with TestClient(app) as client:
         connection = app.state.engine.connect()
         outer = connection.begin()
         app.state.session_factory = sessionmaker(
             bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        client.headers["Authorization"] = f"Bearer {create_key(app, 'team-a')}"
         try:
             yield client
         finally:

@@ -5,6 +5,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from app.artifacts import service
+from app.auth import CallerDep
 from app.deps import SessionDep, StorageDep
 from app.errors import error_responses
 
@@ -28,28 +29,28 @@ class ArtifactList(BaseModel):
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=error_responses(404))
-def list_artifacts(job_id: str, session: SessionDep) -> ArtifactList:
+def list_artifacts(job_id: str, caller: CallerDep, session: SessionDep) -> ArtifactList:
     """The files of the job's model folder, with sizes and sha256."""
-    artifacts = service.list_for_job(session, job_id)
+    artifacts = service.list_for_job(session, caller, job_id)
     return ArtifactList(data=[ArtifactOut(path=a.path, size_bytes=a.size_bytes, sha256=a.sha256)
                               for a in artifacts])
 
 
 @router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse,
             responses=_FILE_RESPONSES)
-def download_artifact(job_id: str, path: str, request: Request, session: SessionDep,
-                      storage: StorageDep) -> FileResponse:
+def download_artifact(job_id: str, path: str, request: Request, caller: CallerDep,
+                      session: SessionDep, storage: StorageDep) -> FileResponse:
     """One file of the model folder."""
-    file = service.file_path(session, storage, job_id, path)
+    file = service.file_path(session, caller, storage, job_id, path)
     service.check_range(request.headers.get("range"), file.stat().st_size)
     return FileResponse(file, filename=file.name, media_type="application/octet-stream")
 
 
 @router.get("/{job_id}/model", response_class=FileResponse, responses=_FILE_RESPONSES)
-def download_model(job_id: str, request: Request, session: SessionDep,
+def download_model(job_id: str, request: Request, caller: CallerDep, session: SessionDep,
                    storage: StorageDep) -> FileResponse:
     """The whole model folder as one .tar.gz; `from_pretrained` loads it once unpacked."""
-    archive = service.archive_path(session, storage, job_id)
+    archive = service.archive_path(session, caller, storage, job_id)
     service.check_range(request.headers.get("range"), archive.stat().st_size)
     return FileResponse(archive, filename=f"{job_id}-model.tar.gz",
                         media_type="application/gzip")

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.auth import Caller
 from app.errors import Conflict, NotFound, RangeNotSatisfiable, ServiceError
 from app.hashing import sha256_of
 from app.jobs import service as jobs
@@ -18,22 +19,23 @@ from app.models import Artifact
 from app.storage import LocalStorage
 
 
-def list_for_job(session: Session, job_id: str) -> list[Artifact]:
-    jobs.get(session, job_id)
+def list_for_job(session: Session, caller: Caller, job_id: str) -> list[Artifact]:
+    jobs.get(session, caller, job_id)
     return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id)
                                 .order_by(Artifact.path)))
 
 
-def file_path(session: Session, storage: LocalStorage, job_id: str, relative: str) -> Path:
-    jobs.get(session, job_id)
+def file_path(session: Session, caller: Caller, storage: LocalStorage, job_id: str,
+              relative: str) -> Path:
+    jobs.get(session, caller, job_id)
     path = storage.resolve_artifact(job_id, relative)
     if path is None:
         raise NotFound(f"job {job_id} has no artifact '{relative}'", param="path")
     return path
 
 
-def archive_path(session: Session, storage: LocalStorage, job_id: str) -> Path:
-    job = jobs.get(session, job_id)
+def archive_path(session: Session, caller: Caller, storage: LocalStorage, job_id: str) -> Path:
+    job = jobs.get(session, caller, job_id)
     archive = storage.model_archive_path(job_id)
     if job.status != "succeeded" or not archive.is_file():
         raise Conflict(f"job {job_id} has no model yet (status {job.status}); the model can be "

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.client import DEFAULT_URL, output
+from app.client import DEFAULT_API_KEY_FILE, DEFAULT_URL, output
 from app.client.http import (
     TERMINAL_STATUSES,
     ApiClient,
@@ -44,11 +44,14 @@ def run(command: Command, args: argparse.Namespace) -> int:
         return _fail(f"the service URL must start with http:// or https://, got {url!r}",
                      EXIT_USAGE)
     try:
-        with ApiClient(url) as client:
+        with ApiClient(url, api_key=_api_key()) as client:
             return command(client, args)
     except ApiError as exc:
         where = f" (param: {exc.param})" if exc.param else ""
-        return _fail(f"{exc.code}: {exc.message}{where}", EXIT_FAILED)
+        hint = ("; set FT_API_KEY to a key of your project (an admin makes one with `finetune "
+                "keys create`), or run where `finetune up` stored its key"
+                if exc.status == 401 else "")
+        return _fail(f"{exc.code}: {exc.message}{where}{hint}", EXIT_FAILED)
     except ServiceUnreachable as exc:
         reason = f" ({exc.reason})" if exc.reason else ""
         return _fail(f"cannot reach the fine-tuning service at {exc.url}{reason}; start it with "
@@ -68,6 +71,21 @@ def run(command: Command, args: argparse.Namespace) -> int:
     except OSError as exc:
         # A local file that cannot be read or written: a dataset, a plot, a download folder.
         return _fail(str(exc), EXIT_FAILED)
+
+
+def _api_key() -> str | None:
+    """FT_API_KEY, else the key file that `finetune up` wrote, else none.
+
+    There is no command-line option for it on purpose: arguments are visible to every user
+    of the machine in the process list.
+    """
+    if key := os.environ.get("FT_API_KEY", "").strip():
+        return key
+    key_file = Path(os.environ.get("FT_API_KEY_FILE") or DEFAULT_API_KEY_FILE)
+    try:
+        return key_file.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _fail(message: str, status: int) -> int:

@@ -55,9 +55,11 @@ class ServiceUnreachable(Exception):
 
 
 class ApiClient:
-    def __init__(self, base_url: str = DEFAULT_URL, *, timeout: httpx.Timeout = _TIMEOUT) -> None:
+    def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None,
+                 timeout: httpx.Timeout = _TIMEOUT) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()

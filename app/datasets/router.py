@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import CallerDep
 from app.datasets import service
 from app.datasets.schemas import DatasetOut, DatasetPreview
 from app.datasets.upload import receive_upload
@@ -26,14 +27,14 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
                          "format": {"type": "string",
                                     "enum": ["csv", "tsv", "jsonl", "json", "parquet"]},
                      }}}}}})
-async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep,
-                         storage: StorageDep,
+async def upload_dataset(request: Request, caller: CallerDep, session: SessionDep,
+                         settings: SettingsDep, storage: StorageDep,
                          idempotency_key: IdempotencyHeader = None) -> DatasetOut:
     """Upload a dataset file (CSV, TSV, JSON Lines, JSON or Parquet) as multipart field `file`."""
     upload = await receive_upload(request, storage.temp_path(), settings.max_upload_bytes)
     try:
         dataset = await run_in_threadpool(
-            service.create, session, storage, upload_path=upload.path,
+            service.create, session, caller, storage, upload_path=upload.path,
             filename=upload.filename, size_bytes=upload.size_bytes, sha256=upload.sha256,
             name=upload.fields.get("name"), declared_format=upload.fields.get("format"),
             idempotency_key=idempotency_key)
@@ -43,30 +44,31 @@ async def upload_dataset(request: Request, session: SessionDep, settings: Settin
 
 
 @router.get("", response_model=Page[DatasetOut], responses=error_responses(422))
-def list_datasets(session: SessionDep, limit: LimitQuery = 20,
+def list_datasets(caller: CallerDep, session: SessionDep, limit: LimitQuery = 20,
                   after: AfterQuery = None) -> Page[DatasetOut]:
-    """List datasets, newest first."""
-    items, has_more = service.list_page(session, limit, after)
+    """List the project's datasets (an admin's: every project's), newest first."""
+    items, has_more = service.list_page(session, caller, limit, after)
     return Page[DatasetOut](data=[DatasetOut.model_validate(d) for d in items], has_more=has_more)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))
-def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
+def get_dataset(dataset_id: str, caller: CallerDep, session: SessionDep) -> DatasetOut:
     """Get one dataset with its inspected columns."""
-    return DatasetOut.model_validate(service.get(session, dataset_id))
+    return DatasetOut.model_validate(service.get(session, caller, dataset_id))
 
 
 @router.get("/{dataset_id}/preview", response_model=DatasetPreview,
             responses=error_responses(404, 422))
-def preview_dataset(dataset_id: str, session: SessionDep, storage: StorageDep,
+def preview_dataset(dataset_id: str, caller: CallerDep, session: SessionDep, storage: StorageDep,
                     limit: Annotated[int, Query(ge=1, le=100)] = 10) -> DatasetPreview:
     """The first rows of a dataset."""
-    dataset, rows = service.preview(session, storage, dataset_id, limit)
+    dataset, rows = service.preview(session, caller, storage, dataset_id, limit)
     return DatasetPreview(dataset_id=dataset.id, columns=dataset.columns, rows=rows)
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=error_responses(404, 409))
-def delete_dataset(dataset_id: str, session: SessionDep, storage: StorageDep) -> Response:
+def delete_dataset(dataset_id: str, caller: CallerDep, session: SessionDep,
+                   storage: StorageDep) -> Response:
     """Delete a dataset; refused while a queued or running job uses it."""
-    service.delete(session, storage, dataset_id)
+    service.delete(session, caller, storage, dataset_id)
     return Response(status_code=204)

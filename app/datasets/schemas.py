@@ -15,6 +15,7 @@ class DatasetOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
+    project_id: str
     name: str
     format: str
     filename: str | None

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import idempotency
+from app.auth import Caller
 from app.datasets.formats import DatasetFormatError, detect_format, inspect_file, read_preview
 from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound
@@ -19,7 +20,8 @@ from app.storage import LocalStorage
 ACTIVE_STATUSES = ("queued", "running", "cancelling")
 
 
-def create(session: Session, storage: LocalStorage, *, upload_path: Path, filename: str | None,
+def create(session: Session, caller: Caller, storage: LocalStorage, *, upload_path: Path,
+           filename: str | None,
            size_bytes: int, sha256: str, name: str | None, declared_format: str | None,
            idempotency_key: str | None = None) -> Dataset:
     """Inspect the uploaded file and publish it; the file is removed when it is refused."""
@@ -27,13 +29,14 @@ def create(session: Session, storage: LocalStorage, *, upload_path: Path, filena
     filename = (filename or "").replace("\x00", "")[-255:] or None
     digest = idempotency.request_digest(sha256, filename or "", name or "", declared_format or "")
     try:
-        original = idempotency.replayed(session, "datasets", idempotency_key, digest)
+        original = idempotency.replayed(session, caller.project_id, "datasets",
+                                        idempotency_key, digest)
     except InvalidRequest:
         upload_path.unlink(missing_ok=True)
         raise
     if original is not None:
         upload_path.unlink(missing_ok=True)
-        return get(session, original)
+        return get(session, caller, original)
     try:
         fmt = detect_format(filename, declared_format)
         inspection = inspect_file(upload_path, fmt)
@@ -42,38 +45,40 @@ def create(session: Session, storage: LocalStorage, *, upload_path: Path, filena
         param = "format" if exc.code == "unsupported_format" else "file"
         raise InvalidRequest(exc.message, code=exc.code, param=param) from None
     dataset = Dataset(
-        id=new_id("ds"), name=name or filename or "dataset", format=fmt,
+        id=new_id("ds"), project_id=caller.project_id, name=name or filename or "dataset", format=fmt,
         filename=filename, size_bytes=size_bytes, sha256=sha256,
         num_rows=inspection.num_rows,
         columns=[{"name": c.name, "type": c.type} for c in inspection.columns],
     )
     session.add(dataset)
     session.flush()
-    idempotency.remember(session, "datasets", idempotency_key, digest, dataset.id)
+    idempotency.remember(session, caller.project_id, "datasets", idempotency_key, digest,
+                         dataset.id)
     storage.publish_dataset(upload_path, dataset.id, fmt)
     return dataset
 
 
-def get(session: Session, dataset_id: str) -> Dataset:
+def get(session: Session, caller: Caller, dataset_id: str) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+    if dataset is None or not caller.sees(dataset.project_id):
         raise NotFound(f"no dataset with id {dataset_id}", param="dataset_id")
     return dataset
 
 
-def list_page(session: Session, limit: int, after: str | None) -> tuple[list[Dataset], bool]:
-    return paginate(session, select(Dataset), Dataset, limit, after)
+def list_page(session: Session, caller: Caller, limit: int,
+              after: str | None) -> tuple[list[Dataset], bool]:
+    return paginate(session, caller, select(Dataset), Dataset, limit, after)
 
 
-def preview(session: Session, storage: LocalStorage, dataset_id: str,
+def preview(session: Session, caller: Caller, storage: LocalStorage, dataset_id: str,
             limit: int) -> tuple[Dataset, list[dict[str, Any]]]:
-    dataset = get(session, dataset_id)
+    dataset = get(session, caller, dataset_id)
     rows = read_preview(storage.dataset_path(dataset.id, dataset.format), dataset.format, limit)
     return dataset, rows
 
 
-def delete(session: Session, storage: LocalStorage, dataset_id: str) -> None:
-    dataset = get(session, dataset_id)
+def delete(session: Session, caller: Caller, storage: LocalStorage, dataset_id: str) -> None:
+    dataset = get(session, caller, dataset_id)
     users = session.scalars(
         select(Job.id).join(JobDataset, JobDataset.job_id == Job.id)
         .where(JobDataset.dataset_id == dataset_id, Job.status.in_(ACTIVE_STATUSES))

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.models import Job, JobAttempt, JobEvent
 
@@ -35,6 +35,8 @@ class AttemptOut(BaseModel):
 
 class JobOut(BaseModel):
     id: str
+    project_id: str
+    submitted_by: str | None = Field(description="Prefix of the API key that submitted the job")
     name: str | None
     status: str
     spec: dict[str, Any]
@@ -47,13 +49,14 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def from_job(cls, job: Job, attempts: list[JobAttempt]) -> JobOut:
+    def from_job(cls, job: Job, attempts: list[JobAttempt], submitted_by: str | None) -> JobOut:
         percent = 100.0 if job.status == "succeeded" else (
             round(100.0 * job.step / job.total_steps, 2) if job.total_steps else 0.0)
         error = (JobError(code=job.error_code, message=job.error_message or "",
                           hint=job.error_hint) if job.error_code else None)
         return cls(
-            id=job.id, name=job.name, status=job.status, spec=job.spec,
+            id=job.id, project_id=job.project_id, submitted_by=submitted_by, name=job.name,
+            status=job.status, spec=job.spec,
             progress=Progress(step=job.step, total_steps=job.total_steps, epoch=job.epoch,
                               percent=percent, eta_seconds=job.eta_seconds),
             metrics=job.metrics, error=error, created_at=job.created_at,

@@ -5,21 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app import idempotency
+from app.auth import Caller
 from app.config import Settings
 from app.db import after_commit
-from app.errors import Conflict, InvalidRequest, NotFound
+from app.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from app.jobs.spec import JobSpec
 from app.models import (
+    ApiKey,
     Dataset,
     Job,
     JobAttempt,
     JobDataset,
     JobEvent,
     MetricPoint,
+    Project,
     new_id,
     utcnow,
 )
@@ -50,23 +53,26 @@ def add_event(session: Session, job_id: str, kind: str, message: str,
     session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data or {}))
 
 
-def create(session: Session, spec: JobSpec, enqueue: Enqueue, settings: Settings,
-           idempotency_key: str | None = None) -> Job:
+def create(session: Session, caller: Caller, spec: JobSpec, enqueue: Enqueue,
+           settings: Settings, idempotency_key: str | None = None) -> Job:
+    """A new job of the caller's project, on datasets of that project."""
     digest = idempotency.request_digest(spec.model_dump_json())
-    original = idempotency.replayed(session, "jobs", idempotency_key, digest)
+    original = idempotency.replayed(session, caller.project_id, "jobs", idempotency_key, digest)
     if original is not None:
-        return get(session, original)
+        return get(session, caller, original)
     spec = spec.resolved()
     _check_server_caps(spec, settings)
-    used = _check_datasets(session, spec)
-    job = Job(id=new_id("job"), name=spec.name, status="queued",
-              spec=spec.model_dump(mode="json"), metrics={}, enqueued_at=utcnow())
+    used = _check_datasets(session, caller, spec)
+    _check_quota(session, caller.project_id, settings.max_active_jobs_per_project)
+    job = Job(id=new_id("job"), project_id=caller.project_id, api_key_id=caller.key_id,
+              name=spec.name, status="queued", spec=spec.model_dump(mode="json"), metrics={},
+              enqueued_at=utcnow())
     session.add(job)
     session.flush()
     for role, dataset in used.items():
         session.add(JobDataset(job_id=job.id, role=role, dataset_id=dataset.id))
     add_event(session, job.id, "queued", "Job queued", {"model": spec.model, "task": spec.task})
-    idempotency.remember(session, "jobs", idempotency_key, digest, job.id)
+    idempotency.remember(session, caller.project_id, "jobs", idempotency_key, digest, job.id)
     session.flush()
     job_id = job.id
     after_commit(session, lambda: enqueue(job_id))
@@ -82,7 +88,19 @@ def _check_server_caps(spec: JobSpec, settings: Settings) -> None:
                              "this server (FT_MAX_JOB_SECONDS)", param="max_runtime_seconds")
 
 
-def _check_datasets(session: Session, spec: JobSpec) -> dict[str, Dataset]:
+def _check_quota(session: Session, project_id: str, quota: int) -> None:
+    # The project's row lock makes concurrent submits of one project count one at a time.
+    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    active = session.scalar(select(func.count()).select_from(Job).where(
+        Job.project_id == project_id, Job.status.in_(ACTIVE)))
+    if active is not None and active >= quota:
+        raise TooManyRequests(
+            f"this project already has {active} queued or running jobs, its quota "
+            f"(FT_MAX_ACTIVE_JOBS_PER_PROJECT); submit again when one has finished, or cancel "
+            "one", code="job_quota_exceeded", headers={"Retry-After": "60"})
+
+
+def _check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str, Dataset]:
     """Every referenced dataset exists and has the columns the spec names (422 otherwise)."""
     fields = {"text_column": spec.dataset.text_column, "label_column": spec.dataset.label_column}
     if spec.dataset.text_pair_column:
@@ -90,7 +108,8 @@ def _check_datasets(session: Session, spec: JobSpec) -> dict[str, Dataset]:
     used: dict[str, Dataset] = {}
     for role, dataset_id in spec.dataset.uploaded_ids().items():
         dataset = session.get(Dataset, dataset_id)
-        if dataset is None:
+        # Even an admin's job reads only its own project's data.
+        if dataset is None or dataset.project_id != caller.project_id:
             raise InvalidRequest(f"no dataset with id {dataset_id}", code="dataset_not_found",
                                  param=f"dataset.{role}")
         types = {column["name"]: column["type"] for column in dataset.columns}
@@ -110,11 +129,20 @@ def _check_datasets(session: Session, spec: JobSpec) -> dict[str, Dataset]:
     return used
 
 
-def get(session: Session, job_id: str) -> Job:
+def get(session: Session, caller: Caller, job_id: str) -> Job:
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or not caller.sees(job.project_id):
         raise NotFound(f"no job with id {job_id}", param="job_id")
     return job
+
+
+def key_prefixes(session: Session, jobs: list[Job]) -> dict[str | None, str | None]:
+    """The prefix of the key that submitted each job, by key id."""
+    ids = {job.api_key_id for job in jobs if job.api_key_id}
+    found: dict[str | None, str | None] = {None: None}
+    found.update(session.execute(select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_(ids)))
+                 .all())
+    return found
 
 
 def attempts(session: Session, job_ids: list[str]) -> dict[str, list[JobAttempt]]:
@@ -125,17 +153,17 @@ def attempts(session: Session, job_ids: list[str]) -> dict[str, list[JobAttempt]
     return found
 
 
-def list_page(session: Session, status: str | None, limit: int,
+def list_page(session: Session, caller: Caller, status: str | None, limit: int,
               after: str | None) -> tuple[list[Job], bool]:
     statement = select(Job)
     if status is not None:
         statement = statement.where(Job.status == status)
-    return paginate(session, statement, Job, limit, after)
+    return paginate(session, caller, statement, Job, limit, after)
 
 
-def cancel(session: Session, job_id: str) -> Job:
+def cancel(session: Session, caller: Caller, job_id: str) -> Job:
     """Queued: cancelled at once. Running: cancelling, until the worker stops it. Idempotent."""
-    job = get(session, job_id)
+    job = get(session, caller, job_id)
     if transition(session, job_id, expected=("queued",), to="cancelled"):
         add_event(session, job_id, "cancelled", "Job cancelled before it started")
     elif transition(session, job_id, expected=("running",), to="cancelling"):
@@ -148,9 +176,9 @@ def cancel(session: Session, job_id: str) -> Job:
     return job
 
 
-def events(session: Session, job_id: str, after: int | None,
+def events(session: Session, caller: Caller, job_id: str, after: int | None,
            limit: int) -> tuple[list[JobEvent], bool]:
-    get(session, job_id)
+    get(session, caller, job_id)
     statement = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
         statement = statement.where(JobEvent.id > after)
@@ -158,8 +186,9 @@ def events(session: Session, job_id: str, after: int | None,
     return rows[:limit], len(rows) > limit
 
 
-def metric_series(session: Session, job_id: str) -> dict[str, list[MetricPoint]]:
-    get(session, job_id)
+def metric_series(session: Session, caller: Caller,
+                  job_id: str) -> dict[str, list[MetricPoint]]:
+    get(session, caller, job_id)
     series: dict[str, list[MetricPoint]] = {}
     points = session.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id)
                              .order_by(MetricPoint.step, MetricPoint.id))

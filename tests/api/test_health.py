@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from tests.api.helpers import assert_error, job_spec, sentiment_dataset
+from tests.conftest import create_key
 
 
 def test_health_and_readiness(api: TestClient) -> None:
@@ -33,6 +34,7 @@ def api_with_dead_broker(settings: Settings, tmp_path: Path) -> Iterator[TestCli
                                        "database_url": f"sqlite:///{tmp_path / 'own.sqlite'}",
                                        "auto_migrate": True})
     with TestClient(create_app(dead)) as client:
+        client.headers["Authorization"] = f"Bearer {create_key(client.app, 'team-a')}"
         yield client
 
 

@@ -53,6 +53,11 @@ class Deployment:
     def url(self) -> str:
         return str(self.service.client.base_url).rstrip("/")
 
+    @property
+    def access(self) -> dict[str, str]:
+        """The client's connection: the service's URL and a key of its project."""
+        return {"url": self.url, "api_key": self.service.api_key}
+
     def finish(self, client: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
         """The output of a client that follows a job; fails at once if the worker died."""
         deadline = time.monotonic() + timeout
@@ -104,7 +109,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def dataset_id(deployment: Deployment, files: Path) -> str:
     result = finetune("datasets", "upload", str(files / "reviews.csv"), "--name", "reviews",
-                      "--json", url=deployment.url)
+                      "--json", **deployment.access)
     assert result.returncode == 0, result.stderr
     return str(json.loads(result.stdout)["id"])
 
@@ -115,10 +120,10 @@ def trained(deployment: Deployment, files: Path, dataset_id: str) -> TrainedJob:
     submit = start_finetune(
         "submit", str(files / "tiny.yaml"), "--wait", "--name", "cli-job",
         "--set", f"dataset.train={dataset_id}", "--set", f"hyperparameters.max_steps={MAX_STEPS}",
-        "--set", "hyperparameters.learning_rate=3e-3", url=deployment.url)
+        "--set", "hyperparameters.learning_rate=3e-3", **deployment.access)
     assert submit.stdout is not None
     job_id = submit.stdout.readline().strip()
-    follow = start_finetune("logs", job_id, "--follow", url=deployment.url)
+    follow = start_finetune("logs", job_id, "--follow", **deployment.access)
     submit_out, submit_err = deployment.finish(submit)
     follow_out, follow_err = deployment.finish(follow)
     assert submit.returncode == 0, submit_err
@@ -127,29 +132,29 @@ def trained(deployment: Deployment, files: Path, dataset_id: str) -> TrainedJob:
 
 
 def test_datasets_upload_ls_show(deployment: Deployment, files: Path, dataset_id: str) -> None:
-    uploaded = finetune("datasets", "upload", str(files / "reviews.csv"), url=deployment.url)
+    uploaded = finetune("datasets", "upload", str(files / "reviews.csv"), **deployment.access)
     assert uploaded.returncode == 0, uploaded.stderr
     second_id = re.search(r"^id\s+(ds_\w+)$", uploaded.stdout, re.MULTILINE)
     assert second_id is not None, uploaded.stdout
     assert re.search(r"^rows\s+48$", uploaded.stdout, re.MULTILINE)
     assert "text (string), label (string)" in uploaded.stdout
 
-    listed = json.loads(finetune("datasets", "ls", "--json", url=deployment.url).stdout)
+    listed = json.loads(finetune("datasets", "ls", "--json", **deployment.access).stdout)
     assert [d["id"] for d in listed["data"][:2]] == [second_id.group(1), dataset_id]
-    table = finetune("datasets", "ls", "--limit", "1", url=deployment.url)
+    table = finetune("datasets", "ls", "--limit", "1", **deployment.access)
     assert table.stdout.splitlines()[0].split() == ["id", "name", "format", "rows", "size",
                                                     "created"]
     assert second_id.group(1) in table.stdout and dataset_id not in table.stdout
     assert "more" in table.stderr
 
-    shown = finetune("datasets", "show", dataset_id, "--rows", "3", url=deployment.url)
+    shown = finetune("datasets", "show", dataset_id, "--rows", "3", **deployment.access)
     assert shown.returncode == 0, shown.stderr
     assert re.search(r"^name\s+reviews$", shown.stdout, re.MULTILINE)
     preview = shown.stdout.split("first 3 rows:\n", 1)[1].splitlines()
     assert preview[0].split() == ["text", "label"] and len(preview) == 4
     assert preview[1].split()[-1] in ("negative", "positive")
     as_json = json.loads(finetune("datasets", "show", dataset_id, "--json", "--rows", "2",
-                                  url=deployment.url).stdout)
+                                  **deployment.access).stdout)
     assert as_json["id"] == dataset_id and as_json["num_rows"] == 48
     assert len(as_json["preview"]["rows"]) == 2
 
@@ -170,17 +175,17 @@ def test_submit_wait_follows_the_job_to_success(deployment: Deployment,
 
 
 def test_jobs_ls_and_show(deployment: Deployment, trained: TrainedJob) -> None:
-    listed = finetune("jobs", "ls", url=deployment.url)
+    listed = finetune("jobs", "ls", **deployment.access)
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
     assert header.split() == ["id", "name", "status", "progress", "model", "created"]
     row = next(r for r in rows if r.startswith(trained.id))
     assert row.split()[1:5] == ["cli-job", "succeeded", "100%", TINY_MODEL]
     failed = json.loads(finetune("jobs", "ls", "--status", "failed", "--json",
-                                 url=deployment.url).stdout)
+                                 **deployment.access).stdout)
     assert trained.id not in [j["id"] for j in failed["data"]]
 
-    shown = finetune("jobs", "show", trained.id, url=deployment.url)
+    shown = finetune("jobs", "show", trained.id, **deployment.access)
     assert re.search(r"^status\s+succeeded$", shown.stdout, re.MULTILINE)
     assert re.search(rf"^progress\s+{MAX_STEPS}/{MAX_STEPS} steps \(100%\)", shown.stdout,
                      re.MULTILINE)
@@ -189,32 +194,32 @@ def test_jobs_ls_and_show(deployment: Deployment, trained: TrainedJob) -> None:
 
 def test_logs_show_the_timeline_and_follow_it_live(deployment: Deployment,
                                                    trained: TrainedJob) -> None:
-    logs = finetune("logs", trained.id, url=deployment.url)
+    logs = finetune("logs", trained.id, **deployment.access)
     kinds = [line.split()[2] for line in logs.stdout.splitlines()]
     assert kinds[0] == "queued" and "started" in kinds and kinds[-1] == "succeeded"
     assert "Job succeeded" in logs.stdout.splitlines()[-1]
     assert trained.follow_stdout == logs.stdout
-    events = json.loads(finetune("logs", trained.id, "--json", url=deployment.url).stdout)
+    events = json.loads(finetune("logs", trained.id, "--json", **deployment.access).stdout)
     assert [e["kind"] for e in events["data"]] == kinds
 
 
 def test_metrics_table_and_plot(deployment: Deployment, trained: TrainedJob,
                                 tmp_path: Path) -> None:
     plot = tmp_path / "plots" / "curves.png"
-    result = finetune("metrics", trained.id, "--plot", str(plot), url=deployment.url)
+    result = finetune("metrics", trained.id, "--plot", str(plot), **deployment.access)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     assert header.split()[:5] == ["step", "epoch", "loss", "learning_rate", "grad_norm"]
     assert "eval_accuracy" in header.split()
     assert [int(row.split()[0]) for row in rows] == sorted({*range(2, MAX_STEPS + 1, 2)})
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and plot.stat().st_size > 1000
-    series = json.loads(finetune("metrics", trained.id, "--json", url=deployment.url).stdout)
+    series = json.loads(finetune("metrics", trained.id, "--json", **deployment.access).stdout)
     assert len(series["series"]["loss"]) == MAX_STEPS // 2
 
 
 def test_download_unpacks_a_checked_model_folder(deployment: Deployment, trained: TrainedJob,
                                                  tmp_path: Path) -> None:
-    result = finetune("download", trained.id, cwd=tmp_path, url=deployment.url)
+    result = finetune("download", trained.id, cwd=tmp_path, **deployment.access)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / f"{trained.id}-model"
     assert result.stdout.strip() == str(folder)
@@ -227,7 +232,7 @@ def test_download_unpacks_a_checked_model_folder(deployment: Deployment, trained
         assert hashlib.sha256((folder / artifact["path"]).read_bytes()).hexdigest() == \
             artifact["sha256"]
 
-    again = finetune("download", trained.id, str(folder), url=deployment.url)
+    again = finetune("download", trained.id, str(folder), **deployment.access)
     assert again.returncode == 1
     assert "already exists" in again.stderr and str(folder) in again.stderr
 
@@ -238,7 +243,7 @@ def test_download_refuses_a_model_that_differs_from_its_manifest(
         database.execute("UPDATE artifact SET sha256 = ? WHERE job_id = ? AND path = ?",
                          ("0" * 64, trained.id, "config.json"))
     try:
-        result = finetune("download", trained.id, str(tmp_path / "model"), url=deployment.url)
+        result = finetune("download", trained.id, str(tmp_path / "model"), **deployment.access)
     finally:
         with sqlite3.connect(deployment.workdir / "var" / "finetune.sqlite") as database:
             database.execute("UPDATE artifact SET sha256 = ? WHERE job_id = ? AND path = ?",
@@ -259,16 +264,16 @@ def test_a_failed_job_says_why_and_a_cancelled_one_exits_130(
     spec = [str(files / "tiny.yaml"), "--wait", "--set", f"dataset.train={dataset_id}"]
     # With --json, stdout is kept for the final job and the id comes first on stderr.
     failing = start_finetune("submit", *spec, "--model", "no-such/model", "--json",
-                             url=deployment.url)
+                             **deployment.access)
     assert failing.stderr is not None
     failing_id = failing.stderr.readline().strip()
     # Queued behind the failing job on the one worker; that job fails fast, so the cancel
     # finds this one queued (cancelled at once) or just started (cancelling).
     doomed = start_finetune("submit", *spec, "--set", "hyperparameters.max_steps=100000",
-                            url=deployment.url)
+                            **deployment.access)
     assert doomed.stdout is not None
     doomed_id = doomed.stdout.readline().strip()
-    cancelled = finetune("cancel", doomed_id, url=deployment.url)
+    cancelled = finetune("cancel", doomed_id, **deployment.access)
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip() in (f"{doomed_id} cancelled", f"{doomed_id} cancelling")
 
@@ -284,7 +289,7 @@ def test_a_failed_job_says_why_and_a_cancelled_one_exits_130(
     assert "no-such/model" in failing_err and "\nhint: " in failing_err
     assert "Traceback" not in failing_err
 
-    finished = finetune("cancel", trained.id, url=deployment.url)
+    finished = finetune("cancel", trained.id, **deployment.access)
     assert finished.returncode == 1
     assert finished.stderr.startswith("error: job_already_finished: ")
 
@@ -292,11 +297,11 @@ def test_a_failed_job_says_why_and_a_cancelled_one_exits_130(
 def test_api_errors_are_one_line_with_code_and_param(deployment: Deployment,
                                                      files: Path) -> None:
     result = finetune("submit", str(files / "tiny.yaml"), "--set", "dataset.train=ds_missing",
-                      url=deployment.url)
+                      **deployment.access)
     assert result.returncode == 1
     assert result.stderr == ("error: dataset_not_found: no dataset with id ds_missing "
                              "(param: dataset.train)\n")
     assert result.stdout == ""
-    unknown = finetune("jobs", "show", "job_nope", "--json", url=deployment.url)
+    unknown = finetune("jobs", "show", "job_nope", "--json", **deployment.access)
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert unknown.stderr.startswith("error: not_found: ")

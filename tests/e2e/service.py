@@ -28,6 +28,17 @@ class Service:
     worker: subprocess.Popen[bytes]
     env: dict[str, str]
     workdir: Path
+    # A key of project "e2e"; the client sends it with every request.
+    api_key: str = ""
+
+    def create_key(self, project: str, *, admin: bool = False) -> str:
+        """A new key made by `finetune keys create`, as an operator makes one."""
+        result = subprocess.run(
+            [sys.executable, "-m", "app.cli", "keys", "create", "--project", project,
+             *(["--admin"] if admin else [])], env=self.env, cwd=self.workdir,
+            capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
 
     def start_worker(self) -> None:
         self.worker = finetune("worker", env=self.env, cwd=self.workdir,
@@ -100,6 +111,8 @@ def running_service(settings: dict[str, str], workdir: Path) -> Iterator[Service
                       env, workdir)
     try:
         wait_ready(service.client, api, workdir / "api.log")
+        service.api_key = service.create_key("e2e")
+        service.client.headers["Authorization"] = f"Bearer {service.api_key}"
         yield service
     finally:
         service.client.close()

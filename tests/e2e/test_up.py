@@ -46,6 +46,12 @@ def test_up_runs_everything_and_stops_cleanly(tmp_path: Path, model_catalog: Pat
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
         wait_ready(client, up, tmp_path / "var" / "logs" / "api.log")
+        # Secure by default: a key was made for the CLI, readable by its owner only.
+        key_file = tmp_path / "var" / "api-key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key = key_file.read_text().strip()
+        assert client.get("/v1/jobs").status_code == 401
+        client.headers["Authorization"] = f"Bearer {key}"
         service = Service(client, tmp_path / "var" / "storage", up, {}, tmp_path)
         dataset = service.upload(write_rows(tmp_path / "d.csv", sentiment_rows(40)))
         job = service.submit({"task": "text-classification", "model": TINY_MODEL,
@@ -63,6 +69,8 @@ def test_up_runs_everything_and_stops_cleanly(tmp_path: Path, model_catalog: Pat
             up.kill()
     output = up.stdout.read().decode() if up.stdout else ""
     assert "finetune is up" in output and "stopped" in output
+    assert output.count(key) == 1, "the key is printed once, at its creation"
+    assert key not in (tmp_path / "var" / "logs" / "api.log").read_text()
     assert not [pid for pid in tree if Path(f"/proc/{pid}").exists()], "orphans left"
     with sqlite3.connect(tmp_path / "var" / "finetune.sqlite") as db:
         status, = db.execute("SELECT status FROM job WHERE id = ?", (job["id"],)).fetchone()

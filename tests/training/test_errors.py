@@ -8,8 +8,6 @@ from typing import Any
 
 import huggingface_hub
 import pytest
-import torch
-from transformers import AutoModelForSequenceClassification
 
 from tests.factories import regression_rows, sentiment_rows, write_rows
 from tests.training.helpers import RecordingSink, data_files, make_spec
@@ -17,7 +15,6 @@ from worker.training.data import format_from_suffix
 from worker.training.errors import (
     DatasetInvalid,
     DatasetUnavailable,
-    ModelLoadFailed,
     ModelNotFound,
 )
 from worker.training.trainer import run_training
@@ -108,21 +105,6 @@ def test_unknown_suffix() -> None:
 def test_missing_model_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound, match="does not exist"):
         _run(tmp_path, tmp_path / "no-such-model", sentiment_rows(10))
-
-
-def test_pickle_only_weights_are_refused(tmp_path: Path, tiny_bert: Path) -> None:
-    pickled = tmp_path / "pickled"
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
-    model.save_pretrained(pickled)
-    (pickled / "model.safetensors").unlink()
-    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        (pickled / name).write_bytes((tiny_bert / name).read_bytes())
-
-    with pytest.raises(ModelLoadFailed) as caught:
-        _run(tmp_path, pickled, sentiment_rows(10))
-
-    assert caught.value.code == "model_load_failed"
 
 
 @pytest.mark.usefixtures("unreachable_hub")

@@ -30,6 +30,10 @@ class ModelLoadFailed(TrainingError):
     code = "model_load_failed"
 
 
+class UnsafeModelFormat(TrainingError):
+    code = "unsafe_model_format"
+
+
 class OutOfMemory(TrainingError):
     code = "out_of_memory"
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
-from huggingface_hub import HfApi, try_to_load_from_cache
+from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import RepositoryNotFoundError
 from torch import nn
 from transformers import (
@@ -14,14 +16,25 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from app.jobs.spec import Freeze, JobSpec
 from worker.training.data import HUB_TIMEOUT_S, first_line
-from worker.training.errors import InvalidSpec, ModelLoadFailed, ModelNotFound, OutOfMemory
+from worker.training.errors import (
+    InvalidSpec,
+    ModelLoadFailed,
+    ModelNotFound,
+    OutOfMemory,
+    UnsafeModelFormat,
+)
 from worker.training.events import EventSink
 
 # Where BERT-like backbones keep their list of transformer blocks.
 _LAYER_LIST_PATHS = (("encoder", "layer"), ("transformer", "layer"))
+# Checkpoint formats that are pickles: unpickling one runs whatever code its author put in it.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_SAFETENSORS_SUFFIXES = (".safetensors", ".safetensors.index.json")
+_LISTED_FILES = 5
 
 
 def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
@@ -31,7 +44,8 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
     `label_names` are the class names in id order (empty for regression); they become the
     config's id2label so that the saved model predicts the dataset's own names.
     """
-    local_files_only = _locate_model(spec.model, model_source)
+    local_files_only, files = _locate_model(spec.model, model_source)
+    _refuse_unsafe_weights(spec.model, model_source, files, local_files_only=local_files_only)
     if spec.task == "text-regression":
         head: dict[str, object] = {"num_labels": 1, "problem_type": "regression"}
     else:
@@ -47,7 +61,7 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
             local_files_only=local_files_only, **head)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise OutOfMemory(f"not enough memory to load {spec.model!r}") from exc
-    except Exception as exc:  # pickle-only weights, unknown architecture, bad files...
+    except Exception as exc:  # unknown architecture, custom code, missing or bad files...
         raise ModelLoadFailed(f"could not load {spec.model!r} for {spec.task}: "
                               f"{first_line(exc)}") from exc
 
@@ -102,26 +116,104 @@ def freeze(model: PreTrainedModel, spec: Freeze, model_name: str) -> None:
             _stop_gradients(layer)
 
 
-def _locate_model(model_name: str, model_source: str) -> bool:
-    """Whether to load from local files only; ModelNotFound when the model is nowhere."""
+def _locate_model(model_name: str, model_source: str) -> tuple[bool, list[str]]:
+    """Whether to load from local files only, and the names of the model's top-level files.
+
+    Raises ModelNotFound when the model is nowhere.
+    """
     path = Path(model_source)
     if path.is_dir():
-        return True
+        return True, _top_level_files(path)
     if path.is_absolute() or model_source.startswith("."):
         raise ModelNotFound(f"the model folder for {model_name!r} does not exist: {model_source}")
     try:
         # One quick request decides reachability: from_pretrained alone retries for minutes.
-        HfApi().model_info(model_source, timeout=HUB_TIMEOUT_S)
+        info = HfApi().model_info(model_source, timeout=HUB_TIMEOUT_S)
     except RepositoryNotFoundError as exc:
         raise ModelNotFound(f"no model {model_source!r} on the Hugging Face Hub "
                             f"(or it is private or gated)") from exc
     except Exception as exc:  # offline, DNS, timeout, Hub errors: all mean "unreachable"
-        if isinstance(try_to_load_from_cache(model_source, "config.json"), str):
-            return True
+        cached_config = try_to_load_from_cache(model_source, CONFIG_NAME)
+        if isinstance(cached_config, str):
+            # Offline, from_pretrained can only pick from what the cache holds.
+            return True, _top_level_files(Path(cached_config).parent)
         raise ModelNotFound(
             f"model {model_source!r} is neither in the local catalog nor in the local Hub "
             f"cache, and the Hub is unreachable from this worker: {first_line(exc)}") from exc
-    return False
+    # from_pretrained reads weights from the repository's top level only.
+    return False, sorted(sibling.rfilename for sibling in info.siblings or ()
+                         if "/" not in sibling.rfilename)
+
+
+def _top_level_files(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_file())
+
+
+def _refuse_unsafe_weights(model_name: str, model_source: str, files: list[str], *,
+                           local_files_only: bool) -> None:
+    """UnsafeModelFormat unless every weights file that from_pretrained would read is safetensors.
+
+    This follows from_pretrained's own choice: the file the config names, else
+    model.safetensors, else the shards that model.safetensors.index.json lists. Its
+    `use_safetensors=True` guards only the default names: a named file or an index shard is
+    read whatever its format. torch.load's restricted unpickler would then narrow what a
+    pickle can do, but a pickle is never opened, so nothing rests on that unpickler.
+    """
+    config = _read_json(model_name, model_source, CONFIG_NAME, files,
+                        local_files_only=local_files_only)
+    named = config.get("transformers_weights")
+    if named is not None and not (isinstance(named, str)
+                                  and named.endswith(_SAFETENSORS_SUFFIXES)):
+        raise UnsafeModelFormat(
+            f"the config of {model_name!r} names {named!r} as its weights file, which is not "
+            f"safetensors; only safetensors weights are loaded")
+    weights = named or next((name for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)
+                             if name in files), None)
+    if weights is None:
+        pickles = [name for name in files if name.endswith(_PICKLE_SUFFIXES)]
+        if pickles and not any(name.endswith(".safetensors") for name in files):
+            raise UnsafeModelFormat(
+                f"{model_name!r} has pickle weights only ({_listed(pickles)}) and no "
+                f"safetensors; a pickle can run code when it is loaded, so it never is")
+        return  # no weights at all: from_pretrained says so in its own words
+    if weights.endswith(".index.json"):
+        index = _read_json(model_name, model_source, weights, files,
+                           local_files_only=local_files_only)
+        shard_map = index.get("weight_map")
+        shards = set(shard_map.values()) if isinstance(shard_map, dict) else set()
+        unsafe = sorted(str(shard) for shard in shards
+                        if not (isinstance(shard, str) and shard.endswith(".safetensors")))
+        if unsafe:
+            raise UnsafeModelFormat(
+                f"the safetensors index {weights} of {model_name!r} lists shards that are not "
+                f"safetensors ({_listed(unsafe)}); only safetensors weights are loaded")
+
+
+def _read_json(model_name: str, model_source: str, name: str, files: list[str], *,
+               local_files_only: bool) -> dict[str, Any]:
+    """The model's JSON file `name`; {} when the model has none.
+
+    A file that is there but cannot be read fails the job: the safety checks must not pass on
+    what they could not see.
+    """
+    if name not in files:
+        return {}
+    try:
+        folder = Path(model_source)
+        path = (folder / name if folder.is_dir()
+                else Path(hf_hub_download(model_source, name, local_files_only=local_files_only,
+                                          etag_timeout=HUB_TIMEOUT_S)))
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # I/O, JSON and Hub errors alike
+        raise ModelLoadFailed(f"could not read {name} of {model_name!r}: "
+                              f"{first_line(exc)}") from exc
+    return content if isinstance(content, dict) else {}
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:_LISTED_FILES])
+    more = len(names) - _LISTED_FILES
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def _layer_list(backbone: nn.Module) -> nn.ModuleList | None:

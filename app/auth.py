@@ -1,0 +1,84 @@
+"""Who is calling: the bearer API key of every /v1 request, resolved to its project.
+
+A key's project bounds what it sees: services filter every query by `Caller.project_id`
+(admins see all projects), so another project's object is indistinguishable from one that
+does not exist. Authentication runs in its own short transaction: an upload that streams for
+minutes must not hold the database (SQLite's write lock) for the whole time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Select
+
+from app.db import transaction
+from app.errors import Forbidden, Unauthorized
+from app.keys import service as keys
+from app.models import DEFAULT_PROJECT_ID
+from app.network import is_loopback
+
+_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                     description="An API key of a project: `Authorization: Bearer ftk_...`")
+
+
+@dataclass(frozen=True)
+class Caller:
+    project_id: str
+    admin: bool
+    key_id: str | None = None
+    # Names the caller to the rate limiter: the key's id, or the client's address when
+    # authentication is off.
+    identity: str = ""
+
+    def sees(self, project_id: str) -> bool:
+        return self.admin or project_id == self.project_id
+
+    def visible(self, statement: Select[Any], model: Any) -> Select[Any]:
+        """`statement` restricted to the rows of the caller's project (admins: all)."""
+        return statement if self.admin else statement.where(model.project_id == self.project_id)
+
+
+def authenticate(request: Request, credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    settings = request.app.state.settings
+    if not settings.require_api_keys:
+        client = request.client.host if request.client else None
+        if not is_loopback(client):
+            raise Forbidden("authentication is off on this server, so it only answers "
+                            "requests from its own machine", code="loopback_only")
+        caller = Caller(project_id=DEFAULT_PROJECT_ID, admin=True, identity=f"ip:{client}")
+    else:
+        caller = _caller_for(request, credentials)
+    request.app.state.rate_limiter.check(caller.identity)
+    return caller
+
+
+def _caller_for(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("this request needs an API key: send the header "
+                           "'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})
+    invalid = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    with transaction(request.app.state.session_factory) as session:
+        key = keys.authenticate(session, credentials.credentials)
+    if key is None:
+        raise Unauthorized("the API key is not valid: check that it was copied whole",
+                           code="invalid_api_key", headers=invalid)
+    if key.revoked_at is not None:
+        raise Unauthorized(f"the API key {key.prefix} was revoked; ask an admin for a new one",
+                           code="api_key_revoked", headers=invalid)
+    return Caller(project_id=key.project_id, admin=key.admin, key_id=key.id,
+                  identity=f"key:{key.id}")
+
+
+def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    if not caller.admin:
+        raise Forbidden("only an admin key can manage API keys", code="admin_required")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(authenticate)]
+AdminDep = Annotated[Caller, Depends(require_admin)]
