@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from app.keys import PROJECT_NAME_PATTERN
 from app.models import ApiKey
@@ -15,7 +15,9 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     project: str = ProjectName
-    admin: bool = Field(default=False, description="May act on every project and manage keys")
+    # Strict: "yes" or 1 must not grant admin by coercion.
+    admin: StrictBool = Field(default=False,
+                              description="May act on every project and manage keys")
     name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00]*$",
                              description="What the key is for")
 

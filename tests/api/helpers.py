@@ -5,24 +5,31 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from app.db import commit
+from app.jobs import service as jobs
 from tests.conftest import TINY_MODEL
 from tests.factories import sentiment_rows, write_rows
 
 
-def upload_file(api: TestClient, path: Path, **fields: str) -> Any:
+def upload_file(api: TestClient, path: Path, headers: dict[str, str] | None = None,
+                **fields: str) -> Any:
     with path.open("rb") as stream:
-        return api.post("/v1/datasets", files={"file": (path.name, stream)}, data=fields)
+        return api.post("/v1/datasets", files={"file": (path.name, stream)}, data=fields,
+                        headers=headers)
 
 
 def upload_rows(api: TestClient, tmp_path: Path, rows: list[dict[str, Any]],
-                filename: str = "train.csv") -> dict[str, Any]:
-    response = upload_file(api, write_rows(tmp_path / filename, rows))
+                filename: str = "train.csv",
+                headers: dict[str, str] | None = None) -> dict[str, Any]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    response = upload_file(api, write_rows(tmp_path / filename, rows), headers)
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def sentiment_dataset(api: TestClient, tmp_path: Path, n: int = 40) -> dict[str, Any]:
-    return upload_rows(api, tmp_path, sentiment_rows(n))
+def sentiment_dataset(api: TestClient, tmp_path: Path, n: int = 40,
+                      headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return upload_rows(api, tmp_path, sentiment_rows(n), headers=headers)
 
 
 def job_spec(dataset_id: str, **overrides: Any) -> dict[str, Any]:
@@ -40,3 +47,9 @@ def assert_error(response: Any, status: int, code: str, param: str | None = None
     if param is not None:
         assert error.get("param") == param, error
     return error
+
+
+def start_job(api: TestClient, job_id: str) -> None:
+    with api.app.state.session_factory() as session:
+        assert jobs.transition(session, job_id, expected=("queued",), to="running")
+        commit(session)

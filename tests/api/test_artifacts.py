@@ -11,34 +11,9 @@ from fastapi.testclient import TestClient
 from transformers import AutoConfig
 
 from app.artifacts.service import publish_model
-from app.db import commit
-from app.jobs import service as jobs
-from tests.api.helpers import assert_error, job_spec, sentiment_dataset
+from app.storage import LocalStorage
+from tests.api.helpers import assert_error, job_spec, sentiment_dataset, start_job
 from tests.factories import write_tiny_bert
-
-
-def _start(api: TestClient, job_id: str) -> None:
-    with api.app.state.session_factory() as session:
-        assert jobs.transition(session, job_id, expected=("queued",), to="running")
-        commit(session)
-
-
-@pytest.fixture
-def finished_job(api: TestClient, tmp_path: Path) -> dict[str, Any]:
-    """A job whose trainer wrote a model folder, published as the worker publishes it."""
-    dataset = sentiment_dataset(api, tmp_path)
-    job = api.post("/v1/jobs", json=job_spec(dataset["id"])).json()
-    _start(api, job["id"])
-    storage = api.app.state.storage
-    trained = write_tiny_bert(storage.job_work_dir(job["id"]) / "model")
-    (trained / "metrics.json").write_text('{"eval_accuracy": 1.0}')
-    with api.app.state.session_factory() as session:
-        session.add_all(publish_model(storage, job["id"], trained))
-        assert jobs.transition(session, job["id"], expected=("running",), to="succeeded")
-        commit(session)
-    # Something outside the model folder that must never be served.
-    (storage.job_dir(job["id"]) / "secret.txt").write_text("not yours")
-    return job
 
 
 def test_manifest_lists_every_file_with_its_hash(api: TestClient,
@@ -81,6 +56,35 @@ def test_paths_outside_the_model_are_404(api: TestClient, finished_job: dict[str
     assert response.json()["error"]["code"] == "not_found"
 
 
+def test_a_link_planted_in_the_model_folder_is_not_followed(
+        api: TestClient, finished_job: dict[str, Any]) -> None:
+    storage = api.app.state.storage
+    model_dir = storage.job_model_dir(finished_job["id"])
+    (model_dir / "escape.txt").symlink_to(storage.job_dir(finished_job["id"]) / "secret.txt")
+    (model_dir / "passwd").symlink_to("/etc/passwd")
+    (model_dir / "up").symlink_to(storage.root)
+    for path in ("escape.txt", "passwd", "up/jobs", f"up/jobs/{finished_job['id']}/secret.txt"):
+        response = api.get(f"/v1/jobs/{finished_job['id']}/artifacts/{path}")
+        assert_error(response, 404, "not_found")
+        assert b"not yours" not in response.content and b"root:" not in response.content
+
+
+def test_published_models_and_archives_hold_no_links(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "private.txt").write_text("not yours")
+    trained = write_tiny_bert(tmp_path / "trained")
+    (trained / "private.txt").symlink_to(outside / "private.txt")
+    (trained / "folder").symlink_to(outside, target_is_directory=True)
+    manifest = publish_model(storage, "job_x", trained)
+    assert {a.path for a in manifest}.isdisjoint({"private.txt", "folder/private.txt"})
+    with tarfile.open(storage.model_archive_path("job_x")) as tar:
+        members = tar.getmembers()
+    assert all(member.isfile() for member in members)
+    assert not [m for m in members if "private" in m.name]
+
+
 def test_model_archive_loads_with_from_pretrained(api: TestClient, tmp_path: Path,
                                                   finished_job: dict[str, Any]) -> None:
     response = api.get(f"/v1/jobs/{finished_job['id']}/model")
@@ -101,7 +105,7 @@ def test_cancel_running_then_finished(api: TestClient, tmp_path: Path,
                  "job_already_finished")
     dataset = sentiment_dataset(api, tmp_path)
     running = api.post("/v1/jobs", json=job_spec(dataset["id"])).json()
-    _start(api, running["id"])
+    start_job(api, running["id"])
     for _ in range(2):  # cancel is idempotent while the worker stops the job
         response = api.post(f"/v1/jobs/{running['id']}/cancel")
         assert response.status_code == 200

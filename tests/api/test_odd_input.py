@@ -11,26 +11,25 @@ from fastapi.testclient import TestClient
 from app.artifacts.service import check_range
 from app.errors import ServiceError
 from tests.api.helpers import assert_error, job_spec, sentiment_dataset, upload_file
-from tests.api.test_artifacts import finished_job  # noqa: F401 - the fixture
 
 
 @pytest.mark.parametrize("header", ["bytes=²-".encode(), b"bytes=-", b"bytes=a-b",
                                     b"items=0-1", b"bytes=1-2-3"])
-def test_malformed_ranges(api: TestClient, finished_job: dict[str, Any],  # noqa: F811
+def test_malformed_ranges(api: TestClient, finished_job: dict[str, Any],
                           header: bytes) -> None:
     response = api.get(f"/v1/jobs/{finished_job['id']}/artifacts/config.json",
                        headers={"Range": header})
     assert_error(response, 400, "invalid_range", "Range")
 
 
-def test_suffix_range_of_nothing(api: TestClient, finished_job: dict[str, Any]) -> None:  # noqa: F811
+def test_suffix_range_of_nothing(api: TestClient, finished_job: dict[str, Any]) -> None:
     response = api.get(f"/v1/jobs/{finished_job['id']}/artifacts/config.json",
                        headers={"Range": "bytes=-0"})
     assert_error(response, 416, "range_not_satisfiable")
 
 
 def test_a_path_too_long_for_the_filesystem(api: TestClient,
-                                           finished_job: dict[str, Any]) -> None:  # noqa: F811
+                                           finished_job: dict[str, Any]) -> None:
     response = api.get(f"/v1/jobs/{finished_job['id']}/artifacts/{'a' * 300}")
     assert_error(response, 404, "not_found")
 
