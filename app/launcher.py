@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import signal
-import subprocess
+# Fixed argv, no shell: our own entry points.
+import subprocess  # nosec B404
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as stream:
         # Own sessions: a Ctrl-C in the terminal reaches `up` only, which then stops each
         # child exactly once (a second signal would make Celery's shutdown a cold one).
-        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], stdout=stream,
+        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], stdout=stream,  # nosec B603
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=die_with_parent(signal.SIGTERM))
 

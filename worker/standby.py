@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
+# Fixed argv, no shell: the trainer module.
+import subprocess  # nosec B404
 import sys
 
 from app.processes import die_with_parent
@@ -28,7 +29,8 @@ class StandbyTrainer:
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
             return
-        self.process = subprocess.Popen(
+        # Argv is sys.executable and a module.
+        self.process = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "worker.runner", "--standby"], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=trainer_env(),
             start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL))

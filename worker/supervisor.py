@@ -13,7 +13,8 @@ import math
 import os
 import signal
 import socket
-import subprocess
+# Fixed argv, no shell: the trainer module.
+import subprocess  # nosec B404
 import sys
 import time
 from collections.abc import Callable
@@ -112,7 +113,8 @@ class JobSupervisor:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self.storage.job_log_path(self.job_id).open("ab") as log:
-            return subprocess.Popen(
+            # Argv is sys.executable, a module, a job id.
+            return subprocess.Popen(  # nosec B603
                 [sys.executable, "-m", "worker.runner", "--job-id", self.job_id],
                 stdout=log, stderr=subprocess.STDOUT, env=trainer_env(), start_new_session=True,
                 # A trainer whose worker is gone must not train beside the next attempt.

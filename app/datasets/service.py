@@ -45,7 +45,8 @@ def create(session: Session, caller: Caller, storage: LocalStorage, *, upload_pa
         param = "format" if exc.code == "unsupported_format" else "file"
         raise InvalidRequest(exc.message, code=exc.code, param=param) from None
     dataset = Dataset(
-        id=new_id("ds"), project_id=caller.project_id, name=name or filename or "dataset", format=fmt,
+        id=new_id("ds"), project_id=caller.project_id,
+        name=name or filename or "dataset", format=fmt,
         filename=filename, size_bytes=size_bytes, sha256=sha256,
         num_rows=inspection.num_rows,
         columns=[{"name": c.name, "type": c.type} for c in inspection.columns],

@@ -16,7 +16,8 @@ PrefixPath = Annotated[str, Path(min_length=1, max_length=16,
                                  description="The key's prefix, as `GET /v1/keys` shows it")]
 
 
-@router.post("", status_code=201, response_model=CreatedKey, responses=error_responses(409, 413, 422))
+@router.post("", status_code=201, response_model=CreatedKey,
+             responses=error_responses(409, 413, 422))
 def create_key(body: KeyCreate, _: AdminDep, session: SessionDep) -> CreatedKey:
     """Create a key of a project (the project is made if new); the key is shown only here."""
     key, secret = service.create_key(session, body.project, admin=body.admin, name=body.name)

@@ -63,7 +63,8 @@ def list_keys(session: Session, project_name: str | None = None) -> list[tuple[A
 
 def revoke(session: Session, prefix: str) -> tuple[ApiKey, str]:
     """Revoke the key named by `prefix`; revoking it again changes nothing."""
-    row = session.execute(select(ApiKey, Project.name).join(Project, Project.id == ApiKey.project_id)
+    row = session.execute(select(ApiKey, Project.name)
+                          .join(Project, Project.id == ApiKey.project_id)
                           .where(ApiKey.prefix == prefix)).first()
     if row is None:
         raise NotFound(f"no API key with prefix {prefix}", param="prefix")

@@ -74,7 +74,7 @@ def test_published_models_and_archives_hold_no_links(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "private.txt").write_text("not yours")
-    trained = write_tiny_bert(tmp_path / "trained")
+    trained = write_tiny_bert(storage.job_work_dir("job_x") / "model")
     (trained / "private.txt").symlink_to(outside / "private.txt")
     (trained / "folder").symlink_to(outside, target_is_directory=True)
     manifest = publish_model(storage, "job_x", trained)
