@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import http.client
+import itertools
+import select
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import redis
 
 from tests.conftest import TINY_MODEL, postgres_database
 from tests.e2e.flows import train_download_predict
-from tests.e2e.service import Service, production_service, service_env, trainer_pid
+from tests.e2e.service import (
+    Service,
+    finetune,
+    free_port,
+    production_service,
+    service_env,
+    stop,
+    trainer_pid,
+    wait_ready,
+)
 from tests.factories import sentiment_rows, write_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -94,10 +108,98 @@ def test_raw_traversal_requests_never_leave_the_model(service: Service, tmp_path
                  "..%2F..%2F..%2Fdatasets", "%2Fetc%2Fpasswd", "..\\trainer.log"):
         connection = http.client.HTTPConnection(host, port, timeout=10)
         # http.client sends the path as written: no client-side normalisation of '..'.
-        connection.request("GET", f"/v1/jobs/{job['id']}/artifacts/{path}")
+        connection.request("GET", f"/v1/jobs/{job['id']}/artifacts/{path}",
+                           headers={"Authorization": f"Bearer {service.api_key}"})
         response = connection.getresponse()
         assert response.status == 404, (path, response.status)
         assert b'"not_found"' in response.read()
         connection.close()
     assert (service.storage_dir / "jobs" / job["id"] / "trainer.log").is_file()
 
+
+
+def test_two_projects_cannot_reach_each_other(service: Service, tmp_path: Path) -> None:
+    dataset = service.upload(write_rows(tmp_path / "d.csv", sentiment_rows(40)))
+    done = service.submit({"task": "text-classification", "model": TINY_MODEL,
+                           "dataset": {"train": dataset["id"]},
+                           "hyperparameters": {"max_steps": 2}})
+    assert service.wait_for(done["id"])["status"] == "succeeded"
+    running = service.submit(long_spec(dataset["id"]))
+    service.wait_for(running["id"], ("running",))
+    other = httpx.Client(base_url=service.client.base_url, timeout=30,
+                         headers={"Authorization": f"Bearer {service.create_key('team-b')}"})
+    try:
+        for method, path in [
+                ("GET", f"/v1/jobs/{done['id']}"), ("GET", f"/v1/jobs/{done['id']}/events"),
+                ("GET", f"/v1/jobs/{done['id']}/metrics"),
+                ("GET", f"/v1/jobs/{done['id']}/artifacts"),
+                ("GET", f"/v1/jobs/{done['id']}/artifacts/config.json"),
+                ("GET", f"/v1/jobs/{done['id']}/model"),
+                ("POST", f"/v1/jobs/{running['id']}/cancel"),
+                ("GET", f"/v1/datasets/{dataset['id']}"),
+                ("GET", f"/v1/datasets/{dataset['id']}/preview"),
+                ("DELETE", f"/v1/datasets/{dataset['id']}")]:
+            response = other.request(method, path)
+            assert response.status_code == 404, (method, path, response.text)
+        assert other.get("/v1/jobs").json()["data"] == []
+        assert other.get("/v1/datasets").json()["data"] == []
+    finally:
+        other.close()
+    assert service.client.get(f"/v1/jobs/{running['id']}").json()["status"] == "running"
+    assert service.client.get(f"/v1/datasets/{dataset['id']}").status_code == 200
+    service.client.post(f"/v1/jobs/{running['id']}/cancel")
+    assert service.wait_for(running["id"])["status"] == "cancelled"
+    # With Redis as the broker, request counts live in Redis, shared by every API process.
+    assert redis.Redis.from_url(service.env["FT_BROKER_URL"]).keys("finetune:ratelimit:*")
+
+
+def test_an_upload_far_over_the_limit_stops_early(service: Service, tmp_path: Path) -> None:
+    """256 MiB against a 1 MiB limit: 413 at once, the partial file gone, memory flat."""
+    port = free_port()
+    env = {**service.env, "FT_MAX_UPLOAD_BYTES": str(1024 * 1024)}
+    api = finetune("api", "--port", str(port), env=env, cwd=tmp_path, log=tmp_path / "api.log")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as probe:
+            wait_ready(probe, api, tmp_path / "api.log")
+        before = resident_kib(api.pid)
+        status, body, sent = stream_chunked_upload(port, service.api_key, 256 * 1024 * 1024)
+        assert status == 413 and b'"upload_too_large"' in body, (status, body)
+        assert sent < 64 * 1024 * 1024, f"the server read {sent} bytes before refusing"
+        assert resident_kib(api.pid) - before < 50 * 1024
+        assert list((service.storage_dir / "tmp").iterdir()) == []
+    finally:
+        stop(api)
+
+
+def resident_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+
+
+def stream_chunked_upload(port: int, api_key: str, total: int) -> tuple[int, bytes, int]:
+    """Send a chunked multipart upload until the server answers; (status, body, bytes sent)."""
+    chunk = b"a sentence that repeats,1\n" * 2500
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n"
+                     f"Authorization: Bearer {api_key}\r\nTransfer-Encoding: chunked\r\n"
+                     "Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n".encode())
+        head = (b'--b0undary\r\nContent-Disposition: form-data; name="file"; '
+                b'filename="big.csv"\r\n\r\ntext,label\n')
+        sent = 0
+        for data in itertools.chain([head], itertools.repeat(chunk)):
+            if sent >= total or select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(data)
+        answer = b""
+        try:
+            while piece := sock.recv(65536):
+                answer += piece
+        except (ConnectionResetError, TimeoutError):
+            pass
+    head_line, _, rest = answer.partition(b"\r\n")
+    status = int(head_line.split()[1]) if head_line.startswith(b"HTTP/") else 0
+    return status, rest.partition(b"\r\n\r\n")[2], sent
