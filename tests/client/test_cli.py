@@ -305,3 +305,17 @@ def test_api_errors_are_one_line_with_code_and_param(deployment: Deployment,
     unknown = finetune("jobs", "show", "job_nope", "--json", **deployment.access)
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert unknown.stderr.startswith("error: not_found: ")
+
+
+def test_the_key_comes_from_the_environment_or_the_key_file(deployment: Deployment,
+                                                             tmp_path: Path) -> None:
+    without = finetune("jobs", "ls", url=deployment.url, cwd=tmp_path)
+    assert without.returncode == 1
+    assert without.stderr.startswith("error: unauthorized: ") and "FT_API_KEY" in without.stderr
+    # Where `finetune up` leaves it: ./var/api-key.
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "api-key").write_text(deployment.service.api_key + "\n")
+    assert finetune("jobs", "ls", url=deployment.url, cwd=tmp_path).returncode == 0
+    wrong = finetune("jobs", "ls", url=deployment.url, api_key="ftk_" + "x" * 48, cwd=tmp_path)
+    assert wrong.returncode == 1 and "invalid_api_key" in wrong.stderr
+    assert "x" * 48 not in wrong.stderr
