@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+
 # Fixed argv, no shell: our own entry points.
 import subprocess  # nosec B404
 import sys

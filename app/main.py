@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
 
 from app import migrate
 from app.artifacts.router import router as artifacts_router
@@ -23,6 +25,7 @@ from app.errors import ErrorBody, ErrorDetail, ServiceError, error_responses
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
+from app.params import reject_unknown_query_parameters
 from app.queue import Broker
 from app.ratelimit import make_rate_limiter
 from app.storage import LocalStorage
@@ -67,7 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     # Every /v1 route authenticates its caller, so each can answer these.
     for router in (datasets_router, jobs_router, artifacts_router, keys_router):
-        app.include_router(router, responses=error_responses(401, 403, 429))
+        app.include_router(router, responses=error_responses(401, 403, 422, 429),
+                           dependencies=[Depends(reject_unknown_query_parameters)])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes,
                        streamed=frozenset({("POST", "/v1/datasets")}))
     _install_error_handlers(app)
@@ -78,6 +82,17 @@ def _error(status: int, code: str, message: str, param: str | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(code=code, message=message, param=param))
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _allowed_methods(routes: list[BaseRoute], scope: Scope) -> set[str]:
+    allowed: set[str] = set()
+    for route in routes:
+        nested = getattr(route, "original_router", None)
+        if nested is not None:
+            allowed |= _allowed_methods(nested.routes, scope)
+        elif isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+            allowed |= (route.methods or set()) - {"HEAD"}
+    return allowed
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -103,9 +118,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, code, message, param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; a path served by
+            # several routes (GET and POST /v1/jobs) must list them all.
+            allowed = _allowed_methods(request.app.router.routes, request.scope)
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return _error(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(IntegrityError)
     async def concurrent_change(_: Request, exc: IntegrityError) -> JSONResponse:

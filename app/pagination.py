@@ -10,6 +10,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidRequest
+from app.params import ID_PATTERN
 
 if TYPE_CHECKING:
     from app.auth import Caller
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page")]
-AfterQuery = Annotated[str | None, Query(max_length=64,
+AfterQuery = Annotated[str | None, Query(pattern=ID_PATTERN,
                                          description="Id of the last item of the previous page")]
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
@@ -8,13 +10,16 @@ from app.artifacts import service
 from app.auth import CallerDep
 from app.deps import SessionDep, StorageDep
 from app.errors import error_responses
+from app.params import JobId
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 
-_FILE_RESPONSES = {200: {"content": {"application/octet-stream": {}},
-                         "description": "The file; HTTP Range requests are supported"},
-                   206: {"description": "Partial content for a Range request"},
-                   **error_responses(400, 404, 409, 416)}
+def _file_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {media_type: {}},
+                  "description": "The file; HTTP Range requests are supported"},
+            206: {"content": {media_type: {}},
+                  "description": "Partial content for a Range request"},
+            **error_responses(400, 404, 409, 416)}
 
 
 class ArtifactOut(BaseModel):
@@ -29,7 +34,7 @@ class ArtifactList(BaseModel):
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=error_responses(404))
-def list_artifacts(job_id: str, caller: CallerDep, session: SessionDep) -> ArtifactList:
+def list_artifacts(job_id: JobId, caller: CallerDep, session: SessionDep) -> ArtifactList:
     """The files of the job's model folder, with sizes and sha256."""
     artifacts = service.list_for_job(session, caller, job_id)
     return ArtifactList(data=[ArtifactOut(path=a.path, size_bytes=a.size_bytes, sha256=a.sha256)
@@ -37,8 +42,8 @@ def list_artifacts(job_id: str, caller: CallerDep, session: SessionDep) -> Artif
 
 
 @router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse,
-            responses=_FILE_RESPONSES)
-def download_artifact(job_id: str, path: str, request: Request, caller: CallerDep,
+            responses=_file_responses("application/octet-stream"))
+def download_artifact(job_id: JobId, path: str, request: Request, caller: CallerDep,
                       session: SessionDep, storage: StorageDep) -> FileResponse:
     """One file of the model folder."""
     file = service.file_path(session, caller, storage, job_id, path)
@@ -46,8 +51,9 @@ def download_artifact(job_id: str, path: str, request: Request, caller: CallerDe
     return FileResponse(file, filename=file.name, media_type="application/octet-stream")
 
 
-@router.get("/{job_id}/model", response_class=FileResponse, responses=_FILE_RESPONSES)
-def download_model(job_id: str, request: Request, caller: CallerDep, session: SessionDep,
+@router.get("/{job_id}/model", response_class=FileResponse,
+            responses=_file_responses("application/gzip"))
+def download_model(job_id: JobId, request: Request, caller: CallerDep, session: SessionDep,
                    storage: StorageDep) -> FileResponse:
     """The whole model folder as one .tar.gz; `from_pretrained` loads it once unpacked."""
     archive = service.archive_path(session, caller, storage, job_id)

@@ -13,6 +13,7 @@ from app.deps import SessionDep, SettingsDep, StorageDep
 from app.errors import error_responses
 from app.idempotency import IdempotencyHeader
 from app.pagination import AfterQuery, LimitQuery, Page
+from app.params import DatasetId
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -52,14 +53,14 @@ def list_datasets(caller: CallerDep, session: SessionDep, limit: LimitQuery = 20
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))
-def get_dataset(dataset_id: str, caller: CallerDep, session: SessionDep) -> DatasetOut:
+def get_dataset(dataset_id: DatasetId, caller: CallerDep, session: SessionDep) -> DatasetOut:
     """Get one dataset with its inspected columns."""
     return DatasetOut.model_validate(service.get(session, caller, dataset_id))
 
 
 @router.get("/{dataset_id}/preview", response_model=DatasetPreview,
             responses=error_responses(404, 422))
-def preview_dataset(dataset_id: str, caller: CallerDep, session: SessionDep, storage: StorageDep,
+def preview_dataset(dataset_id: DatasetId, caller: CallerDep, session: SessionDep, storage: StorageDep,
                     limit: Annotated[int, Query(ge=1, le=100)] = 10) -> DatasetPreview:
     """The first rows of a dataset."""
     dataset, rows = service.preview(session, caller, storage, dataset_id, limit)
@@ -67,7 +68,7 @@ def preview_dataset(dataset_id: str, caller: CallerDep, session: SessionDep, sto
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=error_responses(404, 409))
-def delete_dataset(dataset_id: str, caller: CallerDep, session: SessionDep,
+def delete_dataset(dataset_id: DatasetId, caller: CallerDep, session: SessionDep,
                    storage: StorageDep) -> Response:
     """Delete a dataset; refused while a queued or running job uses it."""
     service.delete(session, caller, storage, dataset_id)

@@ -13,6 +13,7 @@ from app.jobs.schemas import EventOut, EventPage, JobOut, MetricPointOut, Metric
 from app.jobs.spec import JobSpec
 from app.models import Job
 from app.pagination import AfterQuery, LimitQuery, Page
+from app.params import JobId
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -46,20 +47,20 @@ def list_jobs(caller: CallerDep, session: SessionDep, status: StatusQuery = None
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
-def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
+def get_job(job_id: JobId, caller: CallerDep, session: SessionDep) -> JobOut:
     """Get a job: status, progress, metrics, error."""
     return _outs(session, [service.get(session, caller, job_id)])[0]
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=error_responses(404, 409))
-def cancel_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
+def cancel_job(job_id: JobId, caller: CallerDep, session: SessionDep) -> JobOut:
     """Cancel a job: a queued job never starts, a running one stops at its next step."""
     return _outs(session, [service.cancel(session, caller, job_id)])[0]
 
 
 @router.get("/{job_id}/events", response_model=EventPage, responses=error_responses(404, 422))
-def list_events(job_id: str, caller: CallerDep, session: SessionDep,
-                after: Annotated[int | None, Query(ge=0, le=2**62,
+def list_events(job_id: JobId, caller: CallerDep, session: SessionDep,
+                after: Annotated[int | None, Query(ge=0, le=2**31 - 1,
                                                   description="Last event id seen")] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventPage:
     """The job's timeline, oldest first; poll with `after` to follow it."""
@@ -68,7 +69,7 @@ def list_events(job_id: str, caller: CallerDep, session: SessionDep,
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsOut, responses=error_responses(404))
-def get_metrics(job_id: str, caller: CallerDep, session: SessionDep) -> MetricsOut:
+def get_metrics(job_id: JobId, caller: CallerDep, session: SessionDep) -> MetricsOut:
     """Every logged metric as a time series by step."""
     series = service.metric_series(session, caller, job_id)
     return MetricsOut(job_id=job_id, series={

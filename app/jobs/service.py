@@ -27,6 +27,7 @@ from app.models import (
     utcnow,
 )
 from app.pagination import paginate
+from app.params import is_id
 
 ACTIVE = ("queued", "running", "cancelling")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -107,7 +108,7 @@ def _check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str
         fields["text_pair_column"] = spec.dataset.text_pair_column
     used: dict[str, Dataset] = {}
     for role, dataset_id in spec.dataset.uploaded_ids().items():
-        dataset = session.get(Dataset, dataset_id)
+        dataset = session.get(Dataset, dataset_id) if is_id(dataset_id) else None
         # Even an admin's job reads only its own project's data.
         if dataset is None or dataset.project_id != caller.project_id:
             raise InvalidRequest(f"no dataset with id {dataset_id}", code="dataset_not_found",

@@ -12,12 +12,12 @@ from app.keys.schemas import CreatedKey, KeyCreate, KeyList, KeyOut
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
-PrefixPath = Annotated[str, Path(min_length=1, max_length=16,
+PrefixPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,16}$",
                                  description="The key's prefix, as `GET /v1/keys` shows it")]
 
 
 @router.post("", status_code=201, response_model=CreatedKey,
-             responses=error_responses(409, 413, 422))
+             responses=error_responses(400, 409, 413, 422))
 def create_key(body: KeyCreate, _: AdminDep, session: SessionDep) -> CreatedKey:
     """Create a key of a project (the project is made if new); the key is shown only here."""
     key, secret = service.create_key(session, body.project, admin=body.admin, name=body.name)

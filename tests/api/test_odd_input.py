@@ -67,3 +67,9 @@ def test_unicode_digits_are_not_a_range() -> None:
     with pytest.raises(ServiceError) as caught:
         check_range("bytes=²-", 100)  # '²'.isdigit() is True, int('²') is not
     assert caught.value.code == "invalid_range"
+
+
+def test_unknown_query_parameters_are_refused(api: TestClient) -> None:
+    assert_error(api.get("/v1/jobs", params={"stauts": "running"}), 422, "unknown_field",
+                 "stauts")
+    assert api.get("/v1/jobs", params={"status": "running", "limit": 5}).status_code == 200
