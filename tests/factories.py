@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,27 @@ def write_rows(path: Path, rows: list[dict[str, Any]], fmt: str | None = None) -
     else:
         raise ValueError(f"unknown format {fmt!r} for {path.name}")
     return path
+
+
+class Canary:
+    """Pickles to a call of Path.touch(marker): what any code in a checkpoint could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        return Path.touch, (self.marker,)
+
+
+def write_canary(path: Path, marker: Path) -> None:
+    torch.save(Canary(marker), path)
+
+
+def pickled_model(tiny_bert: Path, folder: Path, marker: Path,
+                  weights: tuple[str, ...] = ("pytorch_model.bin",)) -> Path:
+    """The tiny BERT with its safetensors weights replaced by canary pickles."""
+    shutil.copytree(tiny_bert, folder)
+    (folder / "model.safetensors").unlink()
+    for name in weights:
+        write_canary(folder / name, marker)
+    return folder

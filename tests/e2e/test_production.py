@@ -28,7 +28,7 @@ from tests.e2e.service import (
     trainer_pid,
     wait_ready,
 )
-from tests.factories import sentiment_rows, write_rows
+from tests.factories import pickled_model, sentiment_rows, write_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -151,6 +151,19 @@ def test_two_projects_cannot_reach_each_other(service: Service, tmp_path: Path) 
     assert service.wait_for(running["id"])["status"] == "cancelled"
     # With Redis as the broker, request counts live in Redis, shared by every API process.
     assert redis.Redis.from_url(service.env["FT_BROKER_URL"]).keys("finetune:ratelimit:*")
+
+
+def test_a_pickled_model_is_refused_and_never_unpickled(service: Service, tmp_path: Path,
+                                                         model_catalog: Path) -> None:
+    marker = tmp_path / "canary-ran"
+    pickled_model(model_catalog / TINY_MODEL, model_catalog / "canary" / "pickled", marker)
+    dataset = service.upload(write_rows(tmp_path / "d.csv", sentiment_rows(40)))
+    job = service.submit({"task": "text-classification", "model": "canary/pickled",
+                          "dataset": {"train": dataset["id"]}})
+    failed = service.wait_for(job["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "unsafe_model_format"
+    assert "pytorch_model.bin" in failed["error"]["message"] and failed["error"]["hint"]
+    assert not marker.exists()
 
 
 def test_an_upload_far_over_the_limit_stops_early(service: Service, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import huggingface_hub
 import pytest
 import torch
 
-from tests.factories import sentiment_rows, write_rows
+from tests.factories import pickled_model, sentiment_rows, write_canary, write_rows
 from tests.training.helpers import RecordingSink, data_files, make_spec
 from worker.runner import EXIT_FAILED
 from worker.training.errors import ModelLoadFailed, UnsafeModelFormat
@@ -29,30 +29,6 @@ from worker.training.trainer import run_training
 ROOT = Path(__file__).resolve().parents[2]
 # A port nothing listens on: the Hub is unreachable however the machine is connected.
 UNREACHABLE_HUB = "http://127.0.0.1:9"
-
-
-class _Canary:
-    """Pickles to a call of Path.touch(marker): what any code in a checkpoint could do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[Path]]:
-        return Path.touch, (self.marker,)
-
-
-def _write_canary(path: Path, marker: Path) -> None:
-    torch.save(_Canary(marker), path)
-
-
-def _pickled_model(tiny_bert: Path, folder: Path, marker: Path,
-                   weights: tuple[str, ...] = ("pytorch_model.bin",)) -> Path:
-    """The tiny BERT with its safetensors weights replaced by canary pickles."""
-    shutil.copytree(tiny_bert, folder)
-    (folder / "model.safetensors").unlink()
-    for name in weights:
-        _write_canary(folder / name, marker)
-    return folder
 
 
 def _edit_json(path: Path, **changes: Any) -> None:
@@ -67,7 +43,7 @@ def _run(tmp_path: Path, model_source: Path | str, **fields: Any) -> None:
 
 def test_the_canary_runs_its_code_when_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    _write_canary(tmp_path / "canary.bin", marker)
+    write_canary(tmp_path / "canary.bin", marker)
 
     torch.load(tmp_path / "canary.bin", weights_only=False)
 
@@ -77,7 +53,7 @@ def test_the_canary_runs_its_code_when_unpickled(tmp_path: Path) -> None:
 def test_a_trainer_child_refuses_pickle_weights_without_unpickling_them(
         tmp_path: Path, tiny_bert: Path) -> None:
     marker = tmp_path / "canary-ran"
-    _pickled_model(tiny_bert, tmp_path / "models" / "pickled", marker)
+    pickled_model(tiny_bert, tmp_path / "models" / "pickled", marker)
     train = write_rows(tmp_path / "train.csv", sentiment_rows(10))
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(make_spec(model="pickled", dataset={"train": str(train)})
@@ -106,7 +82,7 @@ def test_a_trainer_child_refuses_pickle_weights_without_unpickling_them(
 def test_other_pickle_formats_are_refused_by_name(tmp_path: Path, tiny_bert: Path,
                                                   weights: tuple[str, ...]) -> None:
     marker = tmp_path / "canary-ran"
-    model = _pickled_model(tiny_bert, tmp_path / "pickled", marker, weights)
+    model = pickled_model(tiny_bert, tmp_path / "pickled", marker, weights)
 
     with pytest.raises(UnsafeModelFormat) as caught:
         _run(tmp_path, model)
@@ -120,7 +96,7 @@ def test_a_config_that_names_a_pickle_as_its_weights_is_refused(tmp_path: Path,
     # from_pretrained would read this file even with use_safetensors=True and safetensors there.
     marker = tmp_path / "canary-ran"
     model = shutil.copytree(tiny_bert, tmp_path / "named")
-    _write_canary(model / "adapter_model.bin", marker)
+    write_canary(model / "adapter_model.bin", marker)
     _edit_json(model / "config.json", transformers_weights="adapter_model.bin")
 
     with pytest.raises(UnsafeModelFormat, match="names 'adapter_model.bin' as its weights"):
@@ -132,7 +108,7 @@ def test_a_config_that_names_a_pickle_as_its_weights_is_refused(tmp_path: Path,
 def test_a_safetensors_index_that_lists_a_pickle_is_refused(tmp_path: Path,
                                                             tiny_bert: Path) -> None:
     marker = tmp_path / "canary-ran"
-    model = _pickled_model(tiny_bert, tmp_path / "indexed", marker)
+    model = pickled_model(tiny_bert, tmp_path / "indexed", marker)
     (model / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {}, "weight_map": {"embeddings.word_embeddings.weight": "pytorch_model.bin"}}))
 
@@ -147,7 +123,7 @@ def test_a_cached_hub_model_with_pickle_weights_is_refused_offline(
         tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "hub"
     snapshot = cache / "models--some-org--pickled" / "snapshots" / ("0" * 40)
-    _pickled_model(tiny_bert, snapshot, marker := tmp_path / "canary-ran")
+    pickled_model(tiny_bert, snapshot, marker := tmp_path / "canary-ran")
     (cache / "models--some-org--pickled" / "refs").mkdir()
     (cache / "models--some-org--pickled" / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
