@@ -17,6 +17,7 @@ from starlette.types import Scope
 
 from app import migrate
 from app.artifacts.router import router as artifacts_router
+from app.auth import authenticate
 from app.body_limit import BodySizeLimit
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
@@ -68,10 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Fine-tuning job service", version="0.1.0", lifespan=lifespan,
                   description="Submit fine-tuning jobs, follow them, download the models.")
     app.include_router(health_router)
-    # Every /v1 route authenticates its caller, so each can answer these.
+    # Every /v1 route authenticates its caller first (routes reuse the same, cached, caller),
+    # so each can answer these.
     for router in (datasets_router, jobs_router, artifacts_router, keys_router):
         app.include_router(router, responses=error_responses(401, 403, 422, 429),
-                           dependencies=[Depends(reject_unknown_query_parameters)])
+                           dependencies=[Depends(authenticate),
+                                         Depends(reject_unknown_query_parameters)])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes,
                        streamed=frozenset({("POST", "/v1/datasets")}))
     _install_error_handlers(app)

@@ -30,7 +30,8 @@ def test_every_v1_route_needs_a_key(api: TestClient) -> None:
     assert len(routes) >= 15
     del api.headers["Authorization"]
     for method, path in routes:
-        response = api.request(method, path)
+        # Authentication comes before anything else is looked at.
+        response = api.request(method, path, params={"unknown": "1"})
         error = assert_error(response, 401, "unauthorized")
         assert "Authorization: Bearer" in error["message"], (method, path)
         assert response.headers["WWW-Authenticate"] == "Bearer", (method, path)
