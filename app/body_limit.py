@@ -33,7 +33,7 @@ class BodySizeLimit:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                break
+                return  # the client went away: half a body is no request
             body.extend(message.get("body", b""))
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:

@@ -21,6 +21,7 @@ from app.errors import TooManyRequests
 logger = logging.getLogger("finetune.api")
 
 WINDOW_SECONDS = 60
+OUTAGE_PAUSE_SECONDS = 10
 
 
 class RateLimiter(Protocol):
@@ -56,16 +57,22 @@ class RedisRateLimiter:
     def __init__(self, url: str, per_minute: int) -> None:
         self.per_minute = per_minute
         self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._skip_until = 0.0
 
     def check(self, identity: str) -> None:
         now = time.time()
+        if now < self._skip_until:
+            return
         counter = f"finetune:ratelimit:{identity}:{int(now // WINDOW_SECONDS)}"
         try:
             with self._redis.pipeline() as pipe:
                 count, _ = pipe.incr(counter).expire(counter, 2 * WINDOW_SECONDS).execute()
         except redis.RedisError as exc:
-            # The limiter guards the service; it must not take the API down with Redis.
-            logger.warning("rate limiter unavailable, request let through: %s", exc)
+            # The limiter guards the service; it must not take the API down with Redis, nor
+            # make every request wait on a dead connection: it rests, and says so once.
+            self._skip_until = now + OUTAGE_PAUSE_SECONDS
+            logger.warning("rate limiter unavailable for %s s, requests let through: %s",
+                           OUTAGE_PAUSE_SECONDS, exc)
             return
         if count > self.per_minute:
             raise _refuse(self.per_minute, now)

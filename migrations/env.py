@@ -14,11 +14,27 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=connection.dialect.name == "sqlite",
-                      compare_type=True)
-    with context.begin_transaction():
-        context.run_migrations()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # A batch migration rebuilds a table (copy, drop, rename); with foreign keys on, the
+        # drop would cascade-delete or refuse the rows that point at it. The pragma only
+        # works outside a transaction, hence the driver's own (autocommit) connection.
+        _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
+    try:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=sqlite, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        if sqlite and (broken := _sqlite_pragma(connection, "PRAGMA foreign_key_check")):
+            raise RuntimeError(f"the migration left rows with broken references: {broken[:5]}")
+    finally:
+        if sqlite:
+            _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
+
+
+def _sqlite_pragma(connection: Connection, pragma: str) -> list[tuple[object, ...]]:
+    cursor = connection.connection.driver_connection.execute(pragma)  # type: ignore[union-attr]
+    return list(cursor.fetchall())
 
 
 def run_migrations_online() -> None:

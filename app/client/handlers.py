@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.client import DEFAULT_API_KEY_FILE, DEFAULT_URL, output
 from app.client.http import (
@@ -25,6 +26,7 @@ from app.client.http import (
 )
 from app.client.plot import NothingToPlot, plot_metrics
 from app.client.spec import SpecError, apply_overrides, load_spec
+from app.network import is_loopback
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,7 +46,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
         return _fail(f"the service URL must start with http:// or https://, got {url!r}",
                      EXIT_USAGE)
     try:
-        with ApiClient(url, api_key=_api_key()) as client:
+        with ApiClient(url, api_key=_api_key(url)) as client:
             return command(client, args)
     except ApiError as exc:
         where = f" (param: {exc.param})" if exc.param else ""
@@ -73,14 +75,17 @@ def run(command: Command, args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_FAILED)
 
 
-def _api_key() -> str | None:
+def _api_key(url: str) -> str | None:
     """FT_API_KEY, else the key file that `finetune up` wrote, else none.
 
     There is no command-line option for it on purpose: arguments are visible to every user
-    of the machine in the process list.
+    of the machine in the process list. The file's key is the local service's, so it is sent
+    to that service only, never to whatever --url names.
     """
     if key := os.environ.get("FT_API_KEY", "").strip():
         return key
+    if not is_loopback(urlsplit(url).hostname):
+        return None
     key_file = Path(os.environ.get("FT_API_KEY_FILE") or DEFAULT_API_KEY_FILE)
     try:
         return key_file.read_text().strip() or None

@@ -90,8 +90,10 @@ def _check_server_caps(spec: JobSpec, settings: Settings) -> None:
 
 
 def _check_quota(session: Session, project_id: str, quota: int) -> None:
-    # The project's row lock makes concurrent submits of one project count one at a time.
-    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    # The project's row lock makes concurrent submits of one project count one at a time;
+    # NO KEY UPDATE, so that rows referencing the project (a finishing upload) do not wait.
+    session.execute(select(Project.id).where(Project.id == project_id)
+                    .with_for_update(key_share=True))
     active = session.scalar(select(func.count()).select_from(Job).where(
         Job.project_id == project_id, Job.status.in_(ACTIVE)))
     if active is not None and active >= quota:

@@ -22,6 +22,7 @@ EvalStrategy = Literal["no", "steps", "epoch"]
 # A catalog name or a Hub id: path segments of letters, digits, '-', '_', '.', never '..',
 # never absolute, never a URL.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _COLUMN = Annotated[str, Field(min_length=1, max_length=256)]
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
@@ -30,12 +31,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_SPLIT = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._\[\]:%+-]+$")]
+
+
 class HubDataset(_Strict):
     hub: str = Field(min_length=1, max_length=200, description="Hugging Face Hub dataset id")
-    config: str | None = Field(default=None, max_length=200)
-    train_split: str = "train"
-    validation_split: str | None = Field(default=None, description="Hub split used for validation")
-    test_split: str | None = None
+    config: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    train_split: _SPLIT = "train"
+    validation_split: _SPLIT | None = Field(default=None,
+                                            description="Hub split used for validation")
+    test_split: _SPLIT | None = None
+
+    @field_validator("hub")
+    @classmethod
+    def _hub_id(cls, value: str) -> str:
+        # load_dataset would also read a local folder or a script: only Hub ids are taken.
+        if not _HUB_ID.match(value) or ".." in value:
+            raise ValueError("a Hub dataset id looks like 'glue' or 'org/name'; paths and URLs "
+                             "are not accepted")
+        return value
 
 
 class DatasetSpec(_Strict):

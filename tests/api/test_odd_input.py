@@ -73,3 +73,9 @@ def test_unknown_query_parameters_are_refused(api: TestClient) -> None:
     assert_error(api.get("/v1/jobs", params={"stauts": "running"}), 422, "unknown_field",
                  "stauts")
     assert api.get("/v1/jobs", params={"status": "running", "limit": 5}).status_code == 200
+
+
+@pytest.mark.parametrize("hub", ["/etc", "../data", "http://evil/x", "a/b/c", "./local"])
+def test_hub_dataset_ids_are_hub_ids_only(api: TestClient, hub: str) -> None:
+    spec = {"task": "text-classification", "model": "tiny/bert", "dataset": {"hub": {"hub": hub}}}
+    assert_error(api.post("/v1/jobs", json=spec), 422, "invalid_request", "dataset.hub.hub")

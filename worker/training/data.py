@@ -182,6 +182,10 @@ def _load_file(role: str, file: DataFile, cache_dir: Path) -> Dataset:
 
 
 def _load_hub(hub: HubDataset, cache_dir: Path) -> dict[str, Dataset]:
+    if Path(hub.hub).exists():
+        # load_dataset would read the worker's own folder of that name instead of the Hub's.
+        raise DatasetUnavailable(f"the Hub dataset id {hub.hub!r} is also a path on the "
+                                 "worker, so it is not loaded")
     try:
         # One quick request decides reachability: load_dataset alone retries for minutes.
         HfApi().dataset_info(hub.hub, timeout=HUB_TIMEOUT_S)

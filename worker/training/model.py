@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,8 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
     `label_names` are the class names in id order (empty for regression); they become the
     config's id2label so that the saved model predicts the dataset's own names.
     """
-    local_files_only, files = _locate_model(spec.model, model_source)
-    _refuse_unsafe_weights(spec.model, model_source, files, local_files_only=local_files_only)
+    location = _locate_model(spec.model, model_source)
+    _refuse_unsafe_weights(spec.model, location)
     if spec.task == "text-regression":
         head: dict[str, object] = {"num_labels": 1, "problem_type": "regression"}
     else:
@@ -57,11 +58,11 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
         # An unpinned Hub model cannot run code here: no remote code, and weights load only
         # from safetensors (checked above), so B615 is about reproducibility, not safety.
         tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
-            model_source, trust_remote_code=False, local_files_only=local_files_only)
+            model_source, trust_remote_code=False, **location.options)
         # The same holds for the model's files.
         model = AutoModelForSequenceClassification.from_pretrained(  # nosec B615
             model_source, use_safetensors=True, trust_remote_code=False,
-            local_files_only=local_files_only, **head)
+            **location.options, **head)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise OutOfMemory(f"not enough memory to load {spec.model!r}") from exc
     except Exception as exc:  # unknown architecture, custom code, missing or bad files...
@@ -119,14 +120,26 @@ def freeze(model: PreTrainedModel, spec: Freeze, model_name: str) -> None:
             _stop_gradients(layer)
 
 
-def _locate_model(model_name: str, model_source: str) -> tuple[bool, list[str]]:
-    """Whether to load from local files only, and the names of the model's top-level files.
+@dataclass(frozen=True)
+class _ModelLocation:
+    source: str
+    local_files_only: bool
+    # The model's top-level file names: what from_pretrained chooses its weights from.
+    files: list[str]
+    # The Hub commit the files were listed at: the check and the load read the same files,
+    # even if the repository changes in between.
+    revision: str | None = None
 
-    Raises ModelNotFound when the model is nowhere.
-    """
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"local_files_only": self.local_files_only, "revision": self.revision}
+
+
+def _locate_model(model_name: str, model_source: str) -> _ModelLocation:
+    """Where the model's files are, and their names. Raises ModelNotFound when nowhere."""
     path = Path(model_source)
     if path.is_dir():
-        return True, _top_level_files(path)
+        return _ModelLocation(model_source, True, _top_level_files(path))
     if path.is_absolute() or model_source.startswith("."):
         raise ModelNotFound(f"the model folder for {model_name!r} does not exist: {model_source}")
     try:
@@ -139,21 +152,22 @@ def _locate_model(model_name: str, model_source: str) -> tuple[bool, list[str]]:
         cached_config = try_to_load_from_cache(model_source, CONFIG_NAME)
         if isinstance(cached_config, str):
             # Offline, from_pretrained can only pick from what the cache holds.
-            return True, _top_level_files(Path(cached_config).parent)
+            return _ModelLocation(model_source, True,
+                                  _top_level_files(Path(cached_config).parent))
         raise ModelNotFound(
             f"model {model_source!r} is neither in the local catalog nor in the local Hub "
             f"cache, and the Hub is unreachable from this worker: {first_line(exc)}") from exc
     # from_pretrained reads weights from the repository's top level only.
-    return False, sorted(sibling.rfilename for sibling in info.siblings or ()
-                         if "/" not in sibling.rfilename)
+    return _ModelLocation(model_source, False,
+                          sorted(sibling.rfilename for sibling in info.siblings or ()
+                                 if "/" not in sibling.rfilename), revision=info.sha)
 
 
 def _top_level_files(folder: Path) -> list[str]:
     return sorted(entry.name for entry in folder.iterdir() if entry.is_file())
 
 
-def _refuse_unsafe_weights(model_name: str, model_source: str, files: list[str], *,
-                           local_files_only: bool) -> None:
+def _refuse_unsafe_weights(model_name: str, location: _ModelLocation) -> None:
     """UnsafeModelFormat unless every weights file that from_pretrained would read is safetensors.
 
     This follows from_pretrained's own choice: the file the config names, else
@@ -162,8 +176,8 @@ def _refuse_unsafe_weights(model_name: str, model_source: str, files: list[str],
     read whatever its format. torch.load's restricted unpickler would then narrow what a
     pickle can do, but a pickle is never opened, so nothing rests on that unpickler.
     """
-    config = _read_json(model_name, model_source, CONFIG_NAME, files,
-                        local_files_only=local_files_only)
+    files = location.files
+    config = _read_json(model_name, location, CONFIG_NAME)
     named = config.get("transformers_weights")
     if named is not None and not (isinstance(named, str)
                                   and named.endswith(_SAFETENSORS_SUFFIXES)):
@@ -180,8 +194,7 @@ def _refuse_unsafe_weights(model_name: str, model_source: str, files: list[str],
                 f"safetensors; a pickle can run code when it is loaded, so it never is")
         return  # no weights at all: from_pretrained says so in its own words
     if weights.endswith(".index.json"):
-        index = _read_json(model_name, model_source, weights, files,
-                           local_files_only=local_files_only)
+        index = _read_json(model_name, location, weights)
         shard_map = index.get("weight_map")
         shards = set(shard_map.values()) if isinstance(shard_map, dict) else set()
         unsafe = sorted(str(shard) for shard in shards
@@ -192,20 +205,19 @@ def _refuse_unsafe_weights(model_name: str, model_source: str, files: list[str],
                 f"safetensors ({_listed(unsafe)}); only safetensors weights are loaded")
 
 
-def _read_json(model_name: str, model_source: str, name: str, files: list[str], *,
-               local_files_only: bool) -> dict[str, Any]:
+def _read_json(model_name: str, location: _ModelLocation, name: str) -> dict[str, Any]:
     """The model's JSON file `name`; {} when the model has none.
 
     A file that is there but cannot be read fails the job: the safety checks must not pass on
     what they could not see.
     """
-    if name not in files:
+    if name not in location.files:
         return {}
     try:
-        folder = Path(model_source)
+        folder = Path(location.source)
         path = (folder / name if folder.is_dir()
                 # A JSON file read as data, to check the weights before loading.
-                else Path(hf_hub_download(model_source, name, local_files_only=local_files_only,  # nosec B615
+                else Path(hf_hub_download(location.source, name, **location.options,  # nosec B615
                                           etag_timeout=HUB_TIMEOUT_S)))
         content = json.loads(path.read_text(encoding="utf-8"))
     except Exception as exc:  # I/O, JSON and Hub errors alike
