@@ -122,11 +122,39 @@ class Freeze(_Strict):
     encoder: bool = Field(default=False, description="Freeze the whole encoder: train the head only")
 
 
+# The metrics each task's evaluation reports (as eval_<name>), and its default for choosing
+# the best model: macro F1 copes with unbalanced classes, MSE is what regression minimises.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "text-classification": ("f1", "accuracy", "precision", "recall", "loss"),
+    "text-regression": ("mse", "mae", "r2", "pearson", "spearman", "loss"),
+}
+_LOWER_IS_BETTER = ("loss", "mse", "mae")
+
+
+def greater_is_better(metric: str) -> bool:
+    return metric not in _LOWER_IS_BETTER
+
+
 class Evaluation(_Strict):
     strategy: EvalStrategy | None = Field(
         default=None, description="Default: 'epoch' with validation data, else 'no'")
     steps: int | None = Field(default=None, ge=1, le=10_000_000,
                               description="Evaluate every N steps (strategy 'steps'; default 500)")
+    metric_for_best_model: str | None = Field(
+        default=None, max_length=64,
+        description="The evaluation metric that picks the best model; default per task: "
+                    "'f1' for classification, 'mse' for regression")
+    keep_best_model: bool | None = Field(
+        default=None, description="Save the best evaluated model instead of the last; "
+                                  "default: on with early_stopping, else off")
+
+
+class EarlyStopping(_Strict):
+    patience: int = Field(ge=1, le=1000, description="Evaluations in a row without improvement "
+                                                     "after which training stops")
+    threshold: float = Field(default=0.0, ge=0.0, le=1e6,
+                             description="The least change of the metric that counts as an "
+                                         "improvement")
 
 
 class JobSpec(_Strict):
@@ -137,6 +165,9 @@ class JobSpec(_Strict):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     freeze: Freeze = Field(default_factory=Freeze)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    early_stopping: EarlyStopping | None = Field(
+        default=None, description="Stop when evaluation.metric_for_best_model stops improving; "
+                                  "the final model is then the best one")
     logging_steps: int = Field(default=10, ge=1, le=1_000_000)
     name: str | None = Field(default=None, max_length=200)
     max_attempts: int = Field(default=3, ge=1, le=100,
@@ -173,6 +204,14 @@ class JobSpec(_Strict):
         if wants_eval and not self.dataset.has_validation:
             raise ValueError("evaluation needs validation data: set dataset.validation or "
                              "dataset.validation_split, or evaluation.strategy 'no'")
+        wants_best = self.early_stopping is not None or self.evaluation.keep_best_model
+        if wants_best and (self.evaluation.strategy == "no" or not self.dataset.has_validation):
+            raise ValueError("early_stopping and evaluation.keep_best_model choose among "
+                             "evaluations: give validation data and an evaluation strategy")
+        metric = self.evaluation.metric_for_best_model
+        if metric is not None and metric not in TASK_METRICS[self.task]:
+            raise ValueError(f"evaluation.metric_for_best_model must be one of "
+                             f"{', '.join(TASK_METRICS[self.task])} for {self.task}")
         return self
 
     def resolved(self) -> JobSpec:
@@ -183,6 +222,10 @@ class JobSpec(_Strict):
             evaluation.strategy = "epoch" if spec.dataset.has_validation else "no"
         if evaluation.strategy == "steps" and evaluation.steps is None:
             evaluation.steps = 500
+        if evaluation.keep_best_model is None:
+            evaluation.keep_best_model = spec.early_stopping is not None
+        if evaluation.keep_best_model and evaluation.metric_for_best_model is None:
+            evaluation.metric_for_best_model = TASK_METRICS[spec.task][0]
         if spec.hyperparameters.warmup_steps is None and spec.hyperparameters.warmup_ratio is None:
             spec.hyperparameters.warmup_steps = 0
         return spec

@@ -44,7 +44,36 @@ class TestSubmit:
                 "logging_steps": 10, "evaluation": {"strategy": "steps", "steps": 200}}
         response = api.post("/v1/jobs", json=spec)
         assert response.status_code == 201, response.text
-        assert response.json()["spec"]["evaluation"] == {"strategy": "steps", "steps": 200}
+        assert response.json()["spec"]["evaluation"] == {
+            "strategy": "steps", "steps": 200, "metric_for_best_model": None,
+            "keep_best_model": False}
+        assert response.json()["spec"]["early_stopping"] is None
+
+    def test_early_stopping_keeps_the_best_model_by_the_tasks_metric(
+            self, api: TestClient, dataset: dict[str, Any]) -> None:
+        response = api.post("/v1/jobs", json=job_spec(
+            dataset["id"], early_stopping={"patience": 3}))
+        assert response.status_code == 201, response.text
+        spec = response.json()["spec"]
+        assert spec["early_stopping"] == {"patience": 3, "threshold": 0.0}
+        assert spec["evaluation"]["keep_best_model"] is True
+        assert spec["evaluation"]["metric_for_best_model"] == "f1"
+
+    @pytest.mark.parametrize(("change", "words"), [
+        ({"early_stopping": {"patience": 2}, "dataset": {"validation_split": None}},
+         "validation data"),
+        ({"early_stopping": {"patience": 2}, "evaluation": {"strategy": "no"}},
+         "evaluation strategy"),
+        ({"evaluation": {"metric_for_best_model": "bleu"}}, "must be one of f1"),
+        ({"early_stopping": {"patience": 0}}, "patience"),
+    ])
+    def test_early_stopping_needs_evaluations(self, api: TestClient, dataset: dict[str, Any],
+                                              change: dict[str, Any], words: str) -> None:
+        spec = job_spec(dataset["id"])
+        for section, values in change.items():
+            spec[section] = {**spec.get(section, {}), **values}
+        error = assert_error(api.post("/v1/jobs", json=spec), 422, "invalid_request")
+        assert words in error["message"], error
 
     def test_regression_needs_numeric_labels(self, api: TestClient, tmp_path: Path,
                                              dataset: dict[str, Any]) -> None:

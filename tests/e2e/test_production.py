@@ -118,6 +118,22 @@ def test_raw_traversal_requests_never_leave_the_model(service: Service, tmp_path
 
 
 
+def test_early_stopping_through_the_service(service: Service, tmp_path: Path) -> None:
+    dataset = service.upload(write_rows(tmp_path / "d.csv", sentiment_rows(64)))
+    job = service.submit({"task": "text-classification", "model": TINY_MODEL,
+                          "dataset": {"train": dataset["id"], "validation_split": 0.25},
+                          "hyperparameters": {"epochs": 6, "batch_size": 16},
+                          "early_stopping": {"patience": 1, "threshold": 2.0}})
+    finished = service.wait_for(job["id"])
+    assert finished["status"] == "succeeded", finished["error"]
+    best = finished["metrics"]["final"]["best_model"]
+    assert best["stopped_early"] and best["step"] == 3 and best["metric"] == "eval_f1"
+    assert finished["progress"]["step"] == 6  # two epochs of three steps, not six
+    events = service.client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+    stopped = next(event for event in events if event["kind"] == "early_stopped")
+    assert "did not improve" in stopped["message"] and stopped["data"]["best_step"] == 3
+
+
 def test_two_projects_cannot_reach_each_other(service: Service, tmp_path: Path) -> None:
     dataset = service.upload(write_rows(tmp_path / "d.csv", sentiment_rows(40)))
     done = service.submit({"task": "text-classification", "model": TINY_MODEL,

@@ -28,6 +28,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging as transformers_logging
 
 from app.jobs.spec import JobSpec
+from worker.training.best_model import BestModelKeeper
 from worker.training.data import DataFiles, PreparedData, first_line, prepare_data, tokenize_splits
 from worker.training.errors import OutOfMemory
 from worker.training.events import EventSink
@@ -60,6 +61,7 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
         model, tokenizer = load_model(spec, model_source, prepared.label_names, events=events)
         splits = tokenize_splits(prepared, tokenizer, spec.dataset,
                                  spec.hyperparameters.max_seq_length)
+        keeper = _best_model_keeper(spec, output_dir, events)
         trainer = Trainer(
             model=model,
             args=training_arguments(spec, output_dir / "trainer"),
@@ -68,10 +70,12 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
             processing_class=tokenizer,
             data_collator=DataCollatorWithPadding(tokenizer),
             compute_metrics=metrics_function(spec.task),
-            callbacks=list(callbacks),
+            callbacks=[*callbacks, *([keeper] if keeper else [])],
         )
         resume = str(resume_from) if resume_from is not None else None
         metrics: dict[str, Any] = dict(trainer.train(resume_from_checkpoint=resume).metrics)
+        if keeper is not None and (best := keeper.restore_best(trainer.model)) is not None:
+            metrics["best_model"] = best
         for role, prefix in EVALUATED_SPLITS.items():
             if role in splits:
                 metrics |= _final_evaluation(trainer, splits[role], role, prefix,
@@ -87,6 +91,14 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
     events.event("saved", f"saved the model to {model_dir}",
                  {"path": str(model_dir), "files": sorted(p.name for p in model_dir.iterdir())})
     return metrics
+
+
+def _best_model_keeper(spec: JobSpec, output_dir: Path,
+                       events: EventSink) -> BestModelKeeper | None:
+    metric = spec.evaluation.metric_for_best_model
+    if not spec.evaluation.keep_best_model or metric is None:
+        return None
+    return BestModelKeeper(metric, spec.early_stopping, output_dir / "best", events)
 
 
 def training_arguments(spec: JobSpec, checkpoints_dir: Path) -> TrainingArguments:
