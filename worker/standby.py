@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+
 # Fixed argv, no shell: the trainer module.
 import subprocess  # nosec B404
 import sys

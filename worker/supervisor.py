@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import socket
+
 # Fixed argv, no shell: the trainer module.
 import subprocess  # nosec B404
 import sys
