@@ -105,9 +105,7 @@ def _check_quota(session: Session, project_id: str, quota: int) -> None:
 
 def _check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str, Dataset]:
     """Every referenced dataset exists and has the columns the spec names (422 otherwise)."""
-    fields = {"text_column": spec.dataset.text_column, "label_column": spec.dataset.label_column}
-    if spec.dataset.text_pair_column:
-        fields["text_pair_column"] = spec.dataset.text_pair_column
+    fields = spec.columns_read()
     used: dict[str, Dataset] = {}
     for role, dataset_id in spec.dataset.uploaded_ids().items():
         dataset = session.get(Dataset, dataset_id) if is_id(dataset_id) else None
@@ -122,7 +120,7 @@ def _check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str
                     f"column '{column}' is not in the {role} dataset {dataset_id}; "
                     f"its columns are: {', '.join(types)}",
                     code="column_not_found", param=f"dataset.{field}")
-        label_type = types[spec.dataset.label_column]
+        label_type = types.get(spec.dataset.label_column)
         if spec.task == "text-regression" and label_type not in ("integer", "float"):
             raise InvalidRequest(
                 f"text-regression needs a numeric label column; '{spec.dataset.label_column}' "

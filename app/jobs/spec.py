@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Task = Literal["text-classification", "text-regression"]
+Task = Literal["text-classification", "text-regression", "masked-lm"]
 Optimizer = Literal["adamw", "sgd", "adafactor"]
 Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
@@ -107,6 +107,9 @@ class Hyperparameters(_Strict):
     lr_scheduler: Scheduler = "linear"
     optimizer: Optimizer = "adamw"
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    mlm_probability: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="masked-lm only: the share of tokens masked for prediction (default 0.15)")
 
     @model_validator(mode="after")
     def _one_warmup(self) -> Hyperparameters:
@@ -127,8 +130,11 @@ class Freeze(_Strict):
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "text-classification": ("f1", "accuracy", "precision", "recall", "loss"),
     "text-regression": ("mse", "mae", "r2", "pearson", "spearman", "loss"),
+    "masked-lm": ("loss", "perplexity"),
 }
-_LOWER_IS_BETTER = ("loss", "mse", "mae")
+_LOWER_IS_BETTER = ("loss", "mse", "mae", "perplexity")
+# Tasks that learn from the text alone: no label column.
+TEXT_ONLY_TASKS = ("masked-lm",)
 
 
 def greater_is_better(metric: str) -> bool:
@@ -208,11 +214,25 @@ class JobSpec(_Strict):
         if wants_best and (self.evaluation.strategy == "no" or not self.dataset.has_validation):
             raise ValueError("early_stopping and evaluation.keep_best_model choose among "
                              "evaluations: give validation data and an evaluation strategy")
+        if self.hyperparameters.mlm_probability is not None and self.task != "masked-lm":
+            raise ValueError("hyperparameters.mlm_probability is for the masked-lm task only")
+        if self.task in TEXT_ONLY_TASKS and self.dataset.text_pair_column:
+            raise ValueError(f"{self.task} learns from dataset.text_column alone; remove "
+                             "dataset.text_pair_column")
         metric = self.evaluation.metric_for_best_model
         if metric is not None and metric not in TASK_METRICS[self.task]:
             raise ValueError(f"evaluation.metric_for_best_model must be one of "
                              f"{', '.join(TASK_METRICS[self.task])} for {self.task}")
         return self
+
+    def columns_read(self) -> dict[str, str]:
+        """The dataset columns the task reads, by the spec field that names them."""
+        columns = {"text_column": self.dataset.text_column}
+        if self.task not in TEXT_ONLY_TASKS:
+            if self.dataset.text_pair_column:
+                columns["text_pair_column"] = self.dataset.text_pair_column
+            columns["label_column"] = self.dataset.label_column
+        return columns
 
     def resolved(self) -> JobSpec:
         """The spec with the defaults that depend on other fields filled in."""
@@ -228,4 +248,6 @@ class JobSpec(_Strict):
             evaluation.metric_for_best_model = TASK_METRICS[spec.task][0]
         if spec.hyperparameters.warmup_steps is None and spec.hyperparameters.warmup_ratio is None:
             spec.hyperparameters.warmup_steps = 0
+        if spec.task == "masked-lm" and spec.hyperparameters.mlm_probability is None:
+            spec.hyperparameters.mlm_probability = 0.15
         return spec

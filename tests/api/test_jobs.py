@@ -49,6 +49,33 @@ class TestSubmit:
             "keep_best_model": False}
         assert response.json()["spec"]["early_stopping"] is None
 
+    def test_masked_lm_needs_a_text_column_only(self, api: TestClient, tmp_path: Path) -> None:
+        texts = upload_rows(api, tmp_path, [{"body": f"text number {i}"} for i in range(10)],
+                            "texts.jsonl")
+        ok = api.post("/v1/jobs", json={"task": "masked-lm", "model": "tiny/bert",
+                                        "dataset": {"train": texts["id"],
+                                                    "text_column": "body"}})
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["spec"]["hyperparameters"]["mlm_probability"] == 0.15
+        missing = api.post("/v1/jobs", json={"task": "masked-lm", "model": "tiny/bert",
+                                             "dataset": {"train": texts["id"]}})
+        assert_error(missing, 422, "column_not_found", "dataset.text_column")
+
+    @pytest.mark.parametrize(("spec", "words"), [
+        ({"task": "text-classification", "hyperparameters": {"mlm_probability": 0.2}},
+         "masked-lm task only"),
+        ({"task": "masked-lm", "dataset": {"text_pair_column": "b"}}, "text_column alone"),
+        ({"task": "masked-lm", "evaluation": {"metric_for_best_model": "f1"}},
+         "must be one of loss, perplexity"),
+    ])
+    def test_masked_lm_options(self, api: TestClient, dataset: dict[str, Any],
+                               spec: dict[str, Any], words: str) -> None:
+        body = job_spec(dataset["id"], task=spec["task"])
+        for section in ("dataset", "hyperparameters", "evaluation"):
+            body[section] = {**body.get(section, {}), **spec.get(section, {})}
+        error = assert_error(api.post("/v1/jobs", json=body), 422, "invalid_request")
+        assert words in error["message"], error
+
     def test_early_stopping_keeps_the_best_model_by_the_tasks_metric(
             self, api: TestClient, dataset: dict[str, Any]) -> None:
         response = api.post("/v1/jobs", json=job_spec(

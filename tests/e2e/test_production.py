@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import io
 import itertools
 import select
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from transformers import pipeline
 
 from tests.conftest import TINY_MODEL, postgres_database
 from tests.e2e.flows import train_download_predict
@@ -132,6 +135,24 @@ def test_early_stopping_through_the_service(service: Service, tmp_path: Path) ->
     events = service.client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
     stopped = next(event for event in events if event["kind"] == "early_stopped")
     assert "did not improve" in stopped["message"] and stopped["data"]["best_step"] == 3
+
+
+def test_masked_lm_through_the_service(service: Service, tmp_path: Path) -> None:
+    rows = [{"text": row["text"]} for row in sentiment_rows(120)]
+    dataset = service.upload(write_rows(tmp_path / "domain.jsonl", rows))
+    job = service.submit({"task": "masked-lm", "model": TINY_MODEL,
+                          "dataset": {"train": dataset["id"], "validation_split": 0.2},
+                          "hyperparameters": {"epochs": 2, "learning_rate": 5e-3}})
+    finished = service.wait_for(job["id"])
+    assert finished["status"] == "succeeded", finished["error"]
+    final = finished["metrics"]["final"]
+    assert final["eval_perplexity"] > 1 and "eval_loss" in final
+    archive = service.client.get(f"/v1/jobs/{job['id']}/model")
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        tar.extractall(tmp_path / "download", filter="data")
+    fill = pipeline("fill-mask", model=str(tmp_path / "download" / "model"))
+    guesses = fill(f"a {fill.tokenizer.mask_token} movie")
+    assert len(guesses) == 5 and all("token_str" in guess for guess in guesses)
 
 
 def test_two_projects_cannot_reach_each_other(service: Service, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from datasets import ClassLabel, Dataset, Value
 from huggingface_hub import HfApi
 from transformers import PreTrainedTokenizerBase
 
-from app.jobs.spec import DatasetSpec, HubDataset, JobSpec
+from app.jobs.spec import TEXT_ONLY_TASKS, DatasetSpec, HubDataset, JobSpec
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
 from worker.training.events import EventSink
 
@@ -87,29 +87,20 @@ def prepare_data(spec: JobSpec, files: DataFiles, *, cache_dir: Path,
     raw = (_load_hub(dataset_spec.hub, cache_dir) if dataset_spec.hub is not None
            else _load_files(files, cache_dir))
     for role, dataset in raw.items():
-        _check_columns(role, dataset, dataset_spec)
+        _check_columns(role, dataset, spec)
 
     cleaned: dict[str, Dataset] = {}
     dropped: dict[str, int] = {}
     for role, dataset in raw.items():
         cleaned[role] = _drop_unusable_rows(_text_columns_as_strings(role, dataset, dataset_spec),
-                                            dataset_spec)
+                                            spec)
         dropped[role] = len(dataset) - len(cleaned[role])
         if len(cleaned[role]) == 0:
             raise DatasetInvalid(
                 f"the {role} data has no usable rows: all {len(dataset)} rows have an empty "
-                f"text or label (columns {_used_columns(dataset_spec)})")
+                f"value in the columns {list(spec.columns_read().values())}")
 
-    label_column = dataset_spec.label_column
-    encoders: dict[str, Callable[[Any], int | float]]
-    if spec.task == "text-classification":
-        label_names, encoders = _class_labels(cleaned, label_column)
-        label_type = "int64"
-    else:
-        _check_regression_labels(cleaned, label_column)
-        label_names, encoders, label_type = [], dict.fromkeys(cleaned, float), "float32"
-    encoded = {role: _encode_labels(dataset, label_column, encoders[role], label_type)
-               for role, dataset in cleaned.items()}
+    label_names, encoded = _encoded_labels(spec, cleaned)
 
     seed, usable_rows = spec.hyperparameters.seed, len(encoded["train"])
     train, held_test = _hold_out(encoded["train"], dataset_spec.test_split, usable_rows, seed,
@@ -212,14 +203,26 @@ def _load_hub(hub: HubDataset, cache_dir: Path) -> dict[str, Dataset]:
     return splits
 
 
-def _used_columns(dataset_spec: DatasetSpec) -> list[str]:
-    columns = [dataset_spec.text_column, dataset_spec.text_pair_column, dataset_spec.label_column]
-    return [column for column in columns if column]
+def _encoded_labels(spec: JobSpec,
+                    cleaned: dict[str, Dataset]) -> tuple[list[str], dict[str, Dataset]]:
+    """The label names in id order, and the splits with their labels encoded as `labels`."""
+    if spec.task in TEXT_ONLY_TASKS:
+        return [], cleaned
+    label_column = spec.dataset.label_column
+    encoders: dict[str, Callable[[Any], int | float]]
+    if spec.task == "text-classification":
+        label_names, encoders = _class_labels(cleaned, label_column)
+        label_type = "int64"
+    else:
+        _check_regression_labels(cleaned, label_column)
+        label_names, encoders, label_type = [], dict.fromkeys(cleaned, float), "float32"
+    return label_names, {role: _encode_labels(dataset, label_column, encoders[role], label_type)
+                         for role, dataset in cleaned.items()}
 
 
-def _check_columns(role: str, dataset: Dataset, dataset_spec: DatasetSpec) -> None:
+def _check_columns(role: str, dataset: Dataset, spec: JobSpec) -> None:
     present = dataset.column_names
-    missing = [column for column in _used_columns(dataset_spec) if column not in present]
+    missing = [column for column in spec.columns_read().values() if column not in present]
     if missing:
         raise DatasetInvalid(
             f"the {role} data has no column {', '.join(map(repr, missing))}; its columns are "
@@ -248,18 +251,20 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _drop_unusable_rows(dataset: Dataset, dataset_spec: DatasetSpec) -> Dataset:
-    text_columns = [column for column in (dataset_spec.text_column,
-                                          dataset_spec.text_pair_column) if column]
-    label_column = dataset_spec.label_column
+def _drop_unusable_rows(dataset: Dataset, spec: JobSpec) -> Dataset:
+    columns = spec.columns_read()
+    label_column = columns.pop("label_column", None)
+    text_columns = list(columns.values())
     # ClassLabel datasets (GLUE test splits, for one) mark "no label" with -1.
-    no_label = -1 if isinstance(dataset.features[label_column], ClassLabel) else None
+    no_label = (-1 if label_column and isinstance(dataset.features[label_column], ClassLabel)
+                else None)
 
     def usable(batch: dict[str, list[Any]]) -> list[bool]:
         texts = zip(*(batch[column] for column in text_columns), strict=True)
+        labels = batch[label_column] if label_column else [True] * len(batch[text_columns[0]])
         return [not _is_missing(label) and label != no_label
                 and not any(_is_missing(text) for text in row_texts)
-                for label, row_texts in zip(batch[label_column], texts, strict=True)]
+                for label, row_texts in zip(labels, texts, strict=True)]
 
     return dataset.filter(usable, batched=True)
 

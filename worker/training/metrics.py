@@ -1,4 +1,4 @@
-"""compute_metrics for each task, and the per-class report of a final evaluation.
+"""The metrics of the classification and regression tasks, and the per-class report.
 
 Every value is a plain float, or None where the metric is undefined (a correlation with
 constant predictions, say), so that metrics always serialise as valid JSON.
@@ -19,21 +19,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     r2_score,
 )
-from transformers import EvalPrediction
-
-from app.jobs.spec import Task
 
 Metrics = dict[str, float | None]
-
-
-def metrics_function(task: Task) -> Callable[[EvalPrediction], Metrics]:
-    """The Trainer's compute_metrics for `task`."""
-    compute = classification_metrics if task == "text-classification" else regression_metrics
-
-    def compute_metrics(prediction: EvalPrediction) -> Metrics:
-        return compute(model_outputs(prediction.predictions), np.asarray(prediction.label_ids))
-
-    return compute_metrics
 
 
 def model_outputs(predictions: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray:

@@ -12,7 +12,6 @@ from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import RepositoryNotFoundError
 from torch import nn
 from transformers import (
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -29,6 +28,7 @@ from worker.training.errors import (
     UnsafeModelFormat,
 )
 from worker.training.events import EventSink
+from worker.training.tasks import recipe_for
 
 # Where BERT-like backbones keep their list of transformer blocks.
 _LAYER_LIST_PATHS = (("encoder", "layer"), ("transformer", "layer"))
@@ -42,27 +42,21 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
                events: EventSink) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The tokenizer and the model with a new head for `spec.task`, frozen as asked.
 
-    `label_names` are the class names in id order (empty for regression); they become the
-    config's id2label so that the saved model predicts the dataset's own names.
+    `label_names` are the class names in id order (empty for tasks without classes); the
+    task's head makes them the config's id2label, so the model predicts the data's own names.
     """
     location = _locate_model(spec.model, model_source)
     _refuse_unsafe_weights(spec.model, location)
-    if spec.task == "text-regression":
-        head: dict[str, object] = {"num_labels": 1, "problem_type": "regression"}
-    else:
-        head = {"num_labels": len(label_names),
-                "problem_type": "single_label_classification",
-                "id2label": dict(enumerate(label_names)),
-                "label2id": {name: index for index, name in enumerate(label_names)}}
+    recipe = recipe_for(spec.task)
     try:
         # An unpinned Hub model cannot run code here: no remote code, and weights load only
         # from safetensors (checked above), so B615 is about reproducibility, not safety.
         tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
             model_source, trust_remote_code=False, **location.options)
         # The same holds for the model's files.
-        model = AutoModelForSequenceClassification.from_pretrained(  # nosec B615
+        model = recipe.model_class.from_pretrained(  # nosec B615
             model_source, use_safetensors=True, trust_remote_code=False,
-            **location.options, **head)
+            **location.options, **recipe.head(label_names))
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise OutOfMemory(f"not enough memory to load {spec.model!r}") from exc
     except Exception as exc:  # unknown architecture, custom code, missing or bad files...

@@ -18,9 +18,10 @@ import datasets
 import numpy as np
 import torch
 from transformers import (
-    DataCollatorWithPadding,
     Trainer,
     TrainerCallback,
+    TrainerControl,
+    TrainerState,
     TrainingArguments,
     set_seed,
 )
@@ -32,8 +33,9 @@ from worker.training.best_model import BestModelKeeper
 from worker.training.data import DataFiles, PreparedData, first_line, prepare_data, tokenize_splits
 from worker.training.errors import OutOfMemory
 from worker.training.events import EventSink
-from worker.training.metrics import metrics_function, model_outputs, per_class_report
+from worker.training.metrics import model_outputs, per_class_report
 from worker.training.model import load_model
+from worker.training.tasks import TaskRecipe, recipe_for, with_derived_metrics
 
 OPTIMIZERS = {"adamw": "adamw_torch", "sgd": "sgd", "adafactor": "adafactor"}
 # Final evaluations, by split, and the prefix the Trainer puts on their metrics.
@@ -57,6 +59,7 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
     _quiet_progress_bars()
     cache_dir = output_dir / "cache"
     try:
+        recipe = recipe_for(spec.task)
         prepared = prepare_data(spec, data, cache_dir=cache_dir, events=events)
         model, tokenizer = load_model(spec, model_source, prepared.label_names, events=events)
         splits = tokenize_splits(prepared, tokenizer, spec.dataset,
@@ -64,13 +67,15 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
         keeper = _best_model_keeper(spec, output_dir, events)
         trainer = Trainer(
             model=model,
-            args=training_arguments(spec, output_dir / "trainer"),
+            args=training_arguments(spec, output_dir / "trainer",
+                                    loss_only=recipe.compute_metrics is None),
             train_dataset=splits["train"],
             eval_dataset=splits.get("validation"),
             processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=metrics_function(spec.task),
-            callbacks=[*callbacks, *([keeper] if keeper else [])],
+            data_collator=recipe.collator(tokenizer, spec),
+            compute_metrics=recipe.compute_metrics,
+            # Derived metrics first: the callbacks after it see them in every evaluation.
+            callbacks=[DerivedMetrics(recipe), *callbacks, *([keeper] if keeper else [])],
         )
         resume = str(resume_from) if resume_from is not None else None
         metrics: dict[str, Any] = dict(trainer.train(resume_from_checkpoint=resume).metrics)
@@ -78,11 +83,12 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
             metrics["best_model"] = best
         for role, prefix in EVALUATED_SPLITS.items():
             if role in splits:
-                metrics |= _final_evaluation(trainer, splits[role], role, prefix,
+                metrics |= _final_evaluation(trainer, recipe, splits[role], role, prefix,
                                              prepared.label_names, events)
         metrics = json_safe(metrics)
         model_dir = output_dir / MODEL_FOLDER
-        _save_model_folder(trainer, model_dir, metrics, _model_card(spec, prepared, metrics))
+        _save_model_folder(trainer, model_dir, metrics,
+                           _model_card(spec, recipe, prepared, metrics))
     except (torch.OutOfMemoryError, MemoryError) as exc:
         where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "host"
         raise OutOfMemory(f"out of {where} memory: {first_line(exc)}") from exc
@@ -101,8 +107,25 @@ def _best_model_keeper(spec: JobSpec, output_dir: Path,
     return BestModelKeeper(metric, spec.early_stopping, output_dir / "best", events)
 
 
-def training_arguments(spec: JobSpec, checkpoints_dir: Path) -> TrainingArguments:
-    """The one place that turns the spec into TrainingArguments."""
+class DerivedMetrics(TrainerCallback):
+    """Adds the task's derived metrics (perplexity, say) to every evaluation's metrics."""
+
+    def __init__(self, recipe: TaskRecipe) -> None:
+        self.recipe = recipe
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if metrics is not None:
+            metrics.update(with_derived_metrics(self.recipe, metrics, "eval"))
+
+
+def training_arguments(spec: JobSpec, checkpoints_dir: Path, *,
+                       loss_only: bool = False) -> TrainingArguments:
+    """The one place that turns the spec into TrainingArguments.
+
+    `loss_only`: evaluations keep the loss and nothing else; a language model's logits over
+    its whole vocabulary would fill the memory.
+    """
     hyper = spec.hyperparameters
     # transformers 5 has no warmup_ratio: a warmup_steps below 1 is read as a ratio.
     warmup = hyper.warmup_ratio if hyper.warmup_ratio is not None else hyper.warmup_steps or 0
@@ -127,6 +150,7 @@ def training_arguments(spec: JobSpec, checkpoints_dir: Path) -> TrainingArgument
         # Checkpoints every checkpoint_steps; without it the service saves them on a clock.
         save_strategy="steps" if spec.checkpoint_steps else "no",
         save_steps=spec.checkpoint_steps or 500,
+        prediction_loss_only=loss_only,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -152,13 +176,14 @@ def _quiet_progress_bars() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def _final_evaluation(trainer: Trainer, dataset: datasets.Dataset, role: str, prefix: str,
-                      label_names: list[str], events: EventSink) -> dict[str, Any]:
+def _final_evaluation(trainer: Trainer, recipe: TaskRecipe, dataset: datasets.Dataset,
+                      role: str, prefix: str, label_names: list[str],
+                      events: EventSink) -> dict[str, Any]:
     # predict, not evaluate: evaluate would fire the service's on_evaluate callback, which
     # reports the mid-training evaluations, and this one would be reported twice.
     output = trainer.predict(dataset, metric_key_prefix=prefix)
-    metrics: dict[str, Any] = dict(output.metrics or {})
-    if label_names and output.label_ids is not None:
+    metrics = with_derived_metrics(recipe, dict(output.metrics or {}), prefix)
+    if recipe.per_class_report and output.label_ids is not None:
         metrics[f"{role}_per_class"] = per_class_report(
             model_outputs(output.predictions), np.asarray(output.label_ids), label_names)
     metrics = json_safe(metrics)
@@ -188,14 +213,16 @@ def _write_json(path: Path, content: Any) -> None:
                     + "\n", encoding="utf-8")
 
 
-def _model_card(spec: JobSpec, prepared: PreparedData, metrics: dict[str, Any]) -> str:
+def _model_card(spec: JobSpec, recipe: TaskRecipe, prepared: PreparedData,
+                metrics: dict[str, Any]) -> str:
     hyper = spec.hyperparameters
     rows = {role: len(dataset) for role, dataset in prepared.splits().items()}
     lines = [
         f"# {spec.name or spec.model + ' fine-tuned for ' + spec.task}",
         "",
         f"- Base model: `{spec.model}`",
-        f"- Task: {spec.task}",
+        f"- Task: {spec.task}; load it with "
+        f"`transformers.pipeline('{recipe.pipeline}', model=<this folder>)`",
         f"- Rows: {', '.join(f'{count} {role}' for role, count in rows.items())}",
     ]
     if prepared.label_names:
