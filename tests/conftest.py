@@ -24,7 +24,7 @@ from app.config import Settings
 from app.db import transaction
 from app.keys import service as keys
 from app.main import create_app
-from tests.factories import write_tiny_bert
+from tests.factories import write_tiny_bert, write_tiny_gpt2
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -32,6 +32,7 @@ POSTGRES_URL = os.environ.get("FT_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("FT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 TINY_MODEL = "tiny/bert"
+TINY_GPT2 = "tiny/gpt2"
 
 
 @contextmanager
@@ -54,6 +55,7 @@ def postgres_database() -> Iterator[str]:
 def model_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     catalog = tmp_path_factory.mktemp("models")
     write_tiny_bert(catalog / TINY_MODEL)
+    write_tiny_gpt2(catalog / TINY_GPT2)
     return catalog
 
 

@@ -26,6 +26,9 @@ from transformers import (
     DistilBertModel,
     ElectraConfig,
     ElectraModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Tokenizer,
     PretrainedConfig,
     PreTrainedModel,
     RobertaConfig,
@@ -79,19 +82,24 @@ def _wordpiece_vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(dict.fromkeys(tokens))}
 
 
-def _byte_level_bpe() -> RobertaTokenizer:
+def _trained_bpe(special_tokens: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE vocabulary and merges, trained on the corpus words on the fly."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=2000, show_progress=False,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        vocab_size=2000, show_progress=False, special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     words = _corpus_words()
     backend.train_from_iterator([*words, *(f" {w}" for w in words)], trainer)
     bpe = json.loads(backend.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+    return bpe["vocab"], merges
+
+
+def _byte_level_bpe() -> RobertaTokenizer:
+    vocab, merges = _trained_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     # The annotation says strings, but the BPE model underneath takes (left, right) pairs.
-    return RobertaTokenizer(vocab=bpe["vocab"], merges=merges,  # type: ignore[arg-type]
+    return RobertaTokenizer(vocab=vocab, merges=merges,  # type: ignore[arg-type]
                             model_max_length=MAX_POSITIONS)
 
 
@@ -132,6 +140,24 @@ def write_tiny_bert(folder: Path, *, family: str = "bert") -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = _tiny_backbone(family, len(tokenizer), tokenizer.pad_token_id)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_gpt2(folder: Path) -> Path:
+    """Save a tiny random GPT-2 (with its language-model head) and a byte-level BPE tokenizer
+    trained on the fly; the tokenizer has no padding token, as GPT-2's has none."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = _trained_bpe(["<|endoftext|>"])
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges,  # type: ignore[arg-type]
+                              model_max_length=MAX_POSITIONS)
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=MAX_POSITIONS, n_embd=32,
+                        n_layer=2, n_head=2, bos_token_id=end, eos_token_id=end)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Task = Literal["text-classification", "text-regression", "masked-lm"]
+Task = Literal["text-classification", "text-regression", "masked-lm", "causal-lm"]
 Optimizer = Literal["adamw", "sgd", "adafactor"]
 Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
@@ -65,6 +65,10 @@ class DatasetSpec(_Strict):
     text_column: _COLUMN = "text"
     text_pair_column: _COLUMN | None = None
     label_column: _COLUMN = "label"
+    prompt_column: _COLUMN | None = Field(
+        default=None, description="causal-lm: the prompt of prompt/completion rows")
+    completion_column: _COLUMN | None = Field(
+        default=None, description="causal-lm: the completion of prompt/completion rows")
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
@@ -110,6 +114,9 @@ class Hyperparameters(_Strict):
     mlm_probability: float | None = Field(
         default=None, gt=0.0, lt=1.0,
         description="masked-lm only: the share of tokens masked for prediction (default 0.15)")
+    train_on_completion_only: bool | None = Field(
+        default=None, description="causal-lm with prompt/completion rows: the loss counts the "
+                                  "completion's tokens only (default true)")
 
     @model_validator(mode="after")
     def _one_warmup(self) -> Hyperparameters:
@@ -131,10 +138,11 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "text-classification": ("f1", "accuracy", "precision", "recall", "loss"),
     "text-regression": ("mse", "mae", "r2", "pearson", "spearman", "loss"),
     "masked-lm": ("loss", "perplexity"),
+    "causal-lm": ("loss", "perplexity"),
 }
 _LOWER_IS_BETTER = ("loss", "mse", "mae", "perplexity")
 # Tasks that learn from the text alone: no label column.
-TEXT_ONLY_TASKS = ("masked-lm",)
+TEXT_ONLY_TASKS = ("masked-lm", "causal-lm")
 
 
 def greater_is_better(metric: str) -> bool:
@@ -217,8 +225,15 @@ class JobSpec(_Strict):
         if self.hyperparameters.mlm_probability is not None and self.task != "masked-lm":
             raise ValueError("hyperparameters.mlm_probability is for the masked-lm task only")
         if self.task in TEXT_ONLY_TASKS and self.dataset.text_pair_column:
-            raise ValueError(f"{self.task} learns from dataset.text_column alone; remove "
+            raise ValueError(f"{self.task} learns from text alone; remove "
                              "dataset.text_pair_column")
+        prompts = (self.dataset.prompt_column, self.dataset.completion_column)
+        if any(prompts) and (self.task != "causal-lm" or not all(prompts)):
+            raise ValueError("dataset.prompt_column and dataset.completion_column go together, "
+                             "with the causal-lm task")
+        if self.hyperparameters.train_on_completion_only is not None and not all(prompts):
+            raise ValueError("hyperparameters.train_on_completion_only needs "
+                             "dataset.prompt_column and dataset.completion_column")
         metric = self.evaluation.metric_for_best_model
         if metric is not None and metric not in TASK_METRICS[self.task]:
             raise ValueError(f"evaluation.metric_for_best_model must be one of "
@@ -227,6 +242,9 @@ class JobSpec(_Strict):
 
     def columns_read(self) -> dict[str, str]:
         """The dataset columns the task reads, by the spec field that names them."""
+        if self.dataset.prompt_column and self.dataset.completion_column:
+            return {"prompt_column": self.dataset.prompt_column,
+                    "completion_column": self.dataset.completion_column}
         columns = {"text_column": self.dataset.text_column}
         if self.task not in TEXT_ONLY_TASKS:
             if self.dataset.text_pair_column:
@@ -250,4 +268,6 @@ class JobSpec(_Strict):
             spec.hyperparameters.warmup_steps = 0
         if spec.task == "masked-lm" and spec.hyperparameters.mlm_probability is None:
             spec.hyperparameters.mlm_probability = 0.15
+        if spec.dataset.prompt_column and spec.hyperparameters.train_on_completion_only is None:
+            spec.hyperparameters.train_on_completion_only = True
         return spec

@@ -64,7 +64,7 @@ class TestSubmit:
     @pytest.mark.parametrize(("spec", "words"), [
         ({"task": "text-classification", "hyperparameters": {"mlm_probability": 0.2}},
          "masked-lm task only"),
-        ({"task": "masked-lm", "dataset": {"text_pair_column": "b"}}, "text_column alone"),
+        ({"task": "masked-lm", "dataset": {"text_pair_column": "b"}}, "learns from text alone"),
         ({"task": "masked-lm", "evaluation": {"metric_for_best_model": "f1"}},
          "must be one of loss, perplexity"),
     ])
@@ -73,6 +73,35 @@ class TestSubmit:
         body = job_spec(dataset["id"], task=spec["task"])
         for section in ("dataset", "hyperparameters", "evaluation"):
             body[section] = {**body.get(section, {}), **spec.get(section, {})}
+        error = assert_error(api.post("/v1/jobs", json=body), 422, "invalid_request")
+        assert words in error["message"], error
+
+    def test_causal_lm_reads_text_or_prompt_and_completion(self, api: TestClient,
+                                                            tmp_path: Path) -> None:
+        pairs = upload_rows(api, tmp_path, [{"q": f"question {i}", "a": f"answer {i}"}
+                                            for i in range(10)], "pairs.csv")
+        spec = {"task": "causal-lm", "model": "tiny/gpt2",
+                "dataset": {"train": pairs["id"], "prompt_column": "q",
+                            "completion_column": "a"}}
+        ok = api.post("/v1/jobs", json=spec)
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["spec"]["hyperparameters"]["train_on_completion_only"] is True
+        spec["dataset"]["completion_column"] = "answer"
+        assert_error(api.post("/v1/jobs", json=spec), 422, "column_not_found",
+                     "dataset.completion_column")
+        plain = {"task": "causal-lm", "model": "tiny/gpt2", "dataset": {"train": pairs["id"]}}
+        assert_error(api.post("/v1/jobs", json=plain), 422, "column_not_found",
+                     "dataset.text_column")
+
+    @pytest.mark.parametrize(("dataset_fields", "words"), [
+        ({"prompt_column": "q"}, "go together"),
+        ({"prompt_column": "q", "completion_column": "a", "task": "masked-lm"}, "go together"),
+    ])
+    def test_prompt_columns_go_with_causal_lm(self, api: TestClient, dataset: dict[str, Any],
+                                              dataset_fields: dict[str, Any], words: str) -> None:
+        fields = dict(dataset_fields)
+        body = job_spec(dataset["id"], task=fields.pop("task", "causal-lm"))
+        body["dataset"] = {**body["dataset"], **fields}
         error = assert_error(api.post("/v1/jobs", json=body), 422, "invalid_request")
         assert words in error["message"], error
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 from transformers import pipeline
 
-from tests.conftest import TINY_MODEL, postgres_database
+from tests.conftest import TINY_GPT2, TINY_MODEL, postgres_database
 from tests.e2e.flows import train_download_predict
 from tests.e2e.service import (
     Service,
@@ -153,6 +153,27 @@ def test_masked_lm_through_the_service(service: Service, tmp_path: Path) -> None
     fill = pipeline("fill-mask", model=str(tmp_path / "download" / "model"))
     guesses = fill(f"a {fill.tokenizer.mask_token} movie")
     assert len(guesses) == 5 and all("token_str" in guess for guess in guesses)
+
+
+def test_causal_lm_through_the_service(service: Service, tmp_path: Path) -> None:
+    rows = [{"prompt": f"what colour are {topic} ?", "completion": f" {colour}"}
+            for topic, colour in (("cats", "grey"), ("dogs", "brown")) * 40]
+    dataset = service.upload(write_rows(tmp_path / "pairs.jsonl", rows))
+    job = service.submit({"task": "causal-lm", "model": TINY_GPT2,
+                          "dataset": {"train": dataset["id"], "validation_split": 0.1,
+                                      "prompt_column": "prompt", "completion_column": "completion"},
+                          "hyperparameters": {"epochs": 4, "learning_rate": 5e-3}})
+    finished = service.wait_for(job["id"])
+    assert finished["status"] == "succeeded", finished["error"]
+    assert finished["metrics"]["final"]["eval_perplexity"] > 1
+    events = service.client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+    assert next(e for e in events if e["kind"] == "samples")["data"]["samples"]
+    archive = service.client.get(f"/v1/jobs/{job['id']}/model")
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        tar.extractall(tmp_path / "download", filter="data")
+    generate = pipeline("text-generation", model=str(tmp_path / "download" / "model"))
+    [output] = generate("what colour are cats ?", max_new_tokens=3, do_sample=False)
+    assert output["generated_text"].startswith("what colour are cats ?")
 
 
 def test_two_projects_cannot_reach_each_other(service: Service, tmp_path: Path) -> None:

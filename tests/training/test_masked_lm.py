@@ -10,7 +10,7 @@ from transformers import pipeline
 
 from tests.factories import sentiment_rows, write_rows
 from tests.training.helpers import RecordingSink, data_files, make_spec
-from worker.training.errors import DatasetInvalid
+from worker.training.errors import DatasetInvalid, InvalidSpec
 from worker.training.trainer import run_training
 
 
@@ -67,3 +67,12 @@ def test_a_missing_text_column_is_named(tmp_path: Path, tiny_bert: Path,
     with pytest.raises(DatasetInvalid, match="no column 'body'"):
         run_training(make_spec("masked-lm", dataset={"text_column": "body"}),
                      data_files(train), str(tiny_bert), tmp_path / "out", events=sink)
+
+
+def test_a_model_without_a_mask_token_is_refused(tmp_path: Path, tiny_gpt2: Path,
+                                                 sink: RecordingSink) -> None:
+    train = write_rows(tmp_path / "train.csv", domain_rows(10))
+    with pytest.raises(InvalidSpec, match="cannot be trained for masked-lm") as refused:
+        run_training(make_spec("masked-lm"), data_files(train), str(tiny_gpt2),
+                     tmp_path / "out", events=sink)
+    assert "causal-lm" in (refused.value.hint or "")

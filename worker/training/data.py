@@ -92,8 +92,7 @@ def prepare_data(spec: JobSpec, files: DataFiles, *, cache_dir: Path,
     cleaned: dict[str, Dataset] = {}
     dropped: dict[str, int] = {}
     for role, dataset in raw.items():
-        cleaned[role] = _drop_unusable_rows(_text_columns_as_strings(role, dataset, dataset_spec),
-                                            spec)
+        cleaned[role] = _drop_unusable_rows(_text_columns_as_strings(role, dataset, spec), spec)
         dropped[role] = len(dataset) - len(cleaned[role])
         if len(cleaned[role]) == 0:
             raise DatasetInvalid(
@@ -123,13 +122,17 @@ def prepare_data(spec: JobSpec, files: DataFiles, *, cache_dir: Path,
     return prepared
 
 
+def model_length(tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> int:
+    """`max_seq_length`, or less where the model's position embeddings end sooner."""
+    model_limit = tokenizer.model_max_length
+    return min(max_seq_length, model_limit) if model_limit < UNSET_MODEL_MAX_LENGTH \
+        else max_seq_length
+
+
 def tokenize_splits(prepared: PreparedData, tokenizer: PreTrainedTokenizerBase,
                     dataset_spec: DatasetSpec, max_seq_length: int) -> dict[str, Dataset]:
     """Token ids truncated to `max_seq_length`, unpadded: the collator pads per batch."""
-    model_limit = tokenizer.model_max_length
-    if model_limit < UNSET_MODEL_MAX_LENGTH:
-        # Longer inputs would index past the model's position embeddings.
-        max_seq_length = min(max_seq_length, model_limit)
+    max_seq_length = model_length(tokenizer, max_seq_length)
     text_column, pair_column = dataset_spec.text_column, dataset_spec.text_pair_column
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
@@ -230,10 +233,11 @@ def _check_columns(role: str, dataset: Dataset, spec: JobSpec) -> None:
             f"dataset.text_pair_column or dataset.label_column to the right names.")
 
 
-def _text_columns_as_strings(role: str, dataset: Dataset, dataset_spec: DatasetSpec) -> Dataset:
-    for column in (dataset_spec.text_column, dataset_spec.text_pair_column):
-        feature = dataset.features[column] if column else None
-        if feature is None or (isinstance(feature, Value) and feature.dtype in _TEXT_TYPES):
+def _text_columns_as_strings(role: str, dataset: Dataset, spec: JobSpec) -> Dataset:
+    for field_name, column in spec.columns_read().items():
+        feature = dataset.features[column]
+        if field_name == "label_column" or (isinstance(feature, Value)
+                                            and feature.dtype in _TEXT_TYPES):
             continue
         try:
             dataset = dataset.cast_column(column, Value("string"))

@@ -1,4 +1,4 @@
-"""The metrics of the classification and regression tasks, and the per-class report.
+"""The metrics of the tasks: classification, regression, perplexity; the per-class report.
 
 Every value is a plain float, or None where the metric is undefined (a correlation with
 constant predictions, say), so that metrics always serialise as valid JSON.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -53,6 +54,15 @@ def per_class_report(logits: np.ndarray, labels: np.ndarray,
     return {name: {"precision": float(precision[index]), "recall": float(recall[index]),
                    "f1": float(f1[index]), "support": int(support[index])}
             for index, name in enumerate(label_names)}
+
+
+def perplexity(metrics: dict[str, Any], prefix: str) -> Metrics:
+    """`<prefix>_perplexity` from `<prefix>_loss`: a language model's usual score."""
+    loss = metrics.get(f"{prefix}_loss")
+    if not isinstance(loss, int | float):
+        return {}
+    # exp overflows past ~709: such a loss means the model has learnt nothing.
+    return {f"{prefix}_perplexity": math.exp(loss) if loss < 700 else None}
 
 
 def _correlation(statistic: Callable[..., object], predicted: np.ndarray,

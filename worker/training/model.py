@@ -59,6 +59,13 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
             **location.options, **recipe.head(label_names))
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise OutOfMemory(f"not enough memory to load {spec.model!r}") from exc
+    except ValueError as exc:
+        if "Unrecognized configuration class" not in str(exc):
+            raise ModelLoadFailed(f"could not load {spec.model!r} for {spec.task}: "
+                                  f"{first_line(exc)}") from exc
+        raise InvalidSpec(f"{spec.model} cannot be trained for {spec.task}: transformers has "
+                          f"no {spec.task} head for its architecture",
+                          hint=recipe.models_hint) from exc
     except Exception as exc:  # unknown architecture, custom code, missing or bad files...
         raise ModelLoadFailed(f"could not load {spec.model!r} for {spec.task}: "
                               f"{first_line(exc)}") from exc

@@ -62,8 +62,9 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
         recipe = recipe_for(spec.task)
         prepared = prepare_data(spec, data, cache_dir=cache_dir, events=events)
         model, tokenizer = load_model(spec, model_source, prepared.label_names, events=events)
-        splits = tokenize_splits(prepared, tokenizer, spec.dataset,
-                                 spec.hyperparameters.max_seq_length)
+        splits = (recipe.tokenize(prepared, tokenizer, spec) if recipe.tokenize is not None
+                  else tokenize_splits(prepared, tokenizer, spec.dataset,
+                                       spec.hyperparameters.max_seq_length))
         keeper = _best_model_keeper(spec, output_dir, events)
         trainer = Trainer(
             model=model,
@@ -86,9 +87,14 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
                 metrics |= _final_evaluation(trainer, recipe, splits[role], role, prefix,
                                              prepared.label_names, events)
         metrics = json_safe(metrics)
+        extra: dict[str, Any] = {}
+        if recipe.samples is not None:
+            extra["samples.json"] = recipe.samples(trainer.model, tokenizer, prepared, spec)
+            events.event("samples", f"{len(extra['samples.json'])} sample completions of "
+                                    "held-out prompts", {"samples": extra["samples.json"]})
         model_dir = output_dir / MODEL_FOLDER
         _save_model_folder(trainer, model_dir, metrics,
-                           _model_card(spec, recipe, prepared, metrics))
+                           _model_card(spec, recipe, prepared, metrics), extra)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "host"
         raise OutOfMemory(f"out of {where} memory: {first_line(exc)}") from exc
@@ -193,7 +199,7 @@ def _final_evaluation(trainer: Trainer, recipe: TaskRecipe, dataset: datasets.Da
 
 
 def _save_model_folder(trainer: Trainer, model_dir: Path, metrics: dict[str, Any],
-                       model_card: str) -> None:
+                       model_card: str, extra: dict[str, Any]) -> None:
     """Write the whole folder beside `model_dir`, then rename it: never half a model."""
     staging = model_dir.with_name(f".{model_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -203,6 +209,8 @@ def _save_model_folder(trainer: Trainer, model_dir: Path, metrics: dict[str, Any
     (staging / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
     _write_json(staging / "trainer_state.json", dataclasses.asdict(trainer.state))
     _write_json(staging / "metrics.json", metrics)
+    for name, content in extra.items():
+        _write_json(staging / name, content)
     (staging / "README.md").write_text(model_card, encoding="utf-8")
     shutil.rmtree(model_dir, ignore_errors=True)
     staging.rename(model_dir)

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from transformers import EvalPrediction, PreTrainedTokenizerBase
+from datasets import Dataset
+from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
 
 from app.jobs.spec import JobSpec, Task
+from worker.training.data import PreparedData
 from worker.training.metrics import Metrics
 
 
@@ -26,19 +28,28 @@ class TaskRecipe:
     # from_pretrained options that shape the head, given the label names in id order.
     head: Callable[[list[str]], dict[str, Any]]
     collator: Callable[[PreTrainedTokenizerBase, JobSpec], Any]
+    # Which models suit the task, for the hint of a job whose model does not.
+    models_hint: str
     # The Trainer's compute_metrics; None when the loss says it all (nothing else is kept).
     compute_metrics: Callable[[EvalPrediction], Metrics] | None = None
     # Metrics that follow from the others, e.g. perplexity from the loss, by prefix.
     derived_metrics: Callable[[dict[str, Any], str], Metrics] | None = None
     # Whether the final evaluation adds a per-class report.
     per_class_report: bool = False
+    # Token ids and labels for every split; None: the shared text (and pair) tokenization.
+    tokenize: Callable[[PreparedData, PreTrainedTokenizerBase, JobSpec],
+                       dict[str, Dataset]] | None = None
+    # Examples of what the trained model does, saved with it as samples.json.
+    samples: Callable[[PreTrainedModel, PreTrainedTokenizerBase, PreparedData, JobSpec],
+                      list[dict[str, str]]] | None = None
 
 
 def recipe_for(task: Task) -> TaskRecipe:
-    from worker.training.tasks import masked_lm, text_classification, text_regression
+    from worker.training.tasks import causal_lm, masked_lm, text_classification, text_regression
 
     recipes = {"text-classification": text_classification.RECIPE,
-               "text-regression": text_regression.RECIPE, "masked-lm": masked_lm.RECIPE}
+               "text-regression": text_regression.RECIPE, "masked-lm": masked_lm.RECIPE,
+               "causal-lm": causal_lm.RECIPE}
     return recipes[task]
 
 

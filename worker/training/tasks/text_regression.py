@@ -22,5 +22,6 @@ def compute_metrics(prediction: EvalPrediction) -> Metrics:
 
 RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
                     pipeline="text-classification", head=head,
+                    models_hint="Use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM.",
                     collator=lambda tokenizer, _: DataCollatorWithPadding(tokenizer),
                     compute_metrics=compute_metrics)

@@ -1,0 +1,92 @@
+"""causal-lm: a GPT-style model learns packed domain text, or answers to prompts."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from datasets import Dataset
+from transformers import AutoTokenizer, pipeline
+
+from tests.factories import sentiment_rows, write_rows
+from tests.training.helpers import RecordingSink, data_files, make_spec
+from worker.training.data import PreparedData
+from worker.training.tasks.causal_lm import IGNORED, tokenize
+from worker.training.trainer import run_training
+
+COLOURS = {"cats": "grey", "dogs": "brown", "rain": "blue", "trains": "red"}
+
+
+def prompt_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """'what colour are cats ?' -> ' grey': one fixed answer per topic, learnable."""
+    rng = random.Random(seed)
+    return [{"prompt": f"what colour are {topic} ?", "completion": f" {COLOURS[topic]}"}
+            for topic in (rng.choice(list(COLOURS)) for _ in range(n))]
+
+
+def train_twice(tmp_path: Path, model: Path, sink: RecordingSink, files: Any,
+                **fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The metrics of an untrained run (a step at a vanishing rate) and of a trained one."""
+    def run(hyperparameters: dict[str, Any], out: str) -> dict[str, Any]:
+        spec = make_spec("causal-lm", hyperparameters=hyperparameters, **fields)
+        return run_training(spec, files, str(model), tmp_path / out, events=sink)
+
+    return (run({"max_steps": 1, "learning_rate": 1e-9}, "untrained"),
+            run({"epochs": 8, "learning_rate": 5e-3, "max_seq_length": 32}, "trained"))
+
+
+def test_packed_text_learns_and_generates(tmp_path: Path, tiny_gpt2: Path,
+                                          sink: RecordingSink) -> None:
+    texts = [{"text": row["text"]} for row in sentiment_rows(200)]
+    files = data_files(write_rows(tmp_path / "train.jsonl", texts))
+
+    untrained, trained = train_twice(tmp_path, tiny_gpt2, sink, files,
+                                     dataset={"validation_split": 0.2})
+
+    assert trained["eval_loss"] < 0.6 * untrained["eval_loss"]
+    assert trained["eval_perplexity"] == pytest.approx(math.exp(trained["eval_loss"]))
+    model_dir = tmp_path / "trained" / "model"
+    generate = pipeline("text-generation", model=str(model_dir))
+    [output] = generate("the movie was", max_new_tokens=5, do_sample=False)
+    assert output["generated_text"].startswith("the movie was")
+    samples = json.loads((model_dir / "samples.json").read_text())
+    assert len(samples) == 3 and all(sample["completion"] for sample in samples)
+    assert sink.data_of("samples")[-1]["samples"] == samples
+
+
+def test_prompt_completion_learns_the_answers(tmp_path: Path, tiny_gpt2: Path,
+                                              sink: RecordingSink) -> None:
+    files = data_files(write_rows(tmp_path / "train.csv", prompt_rows(160)),
+                       write_rows(tmp_path / "validation.csv", prompt_rows(20, seed=1)))
+
+    untrained, trained = train_twice(
+        tmp_path, tiny_gpt2, sink, files,
+        dataset={"validation": "uploaded-val", "prompt_column": "prompt",
+                 "completion_column": "completion"})
+
+    assert trained["eval_loss"] < 0.3 * untrained["eval_loss"]
+    samples = json.loads((tmp_path / "trained" / "model" / "samples.json").read_text())
+    for sample in samples:
+        topic = sample["prompt"].split()[3]
+        assert sample["completion"].split()[0] == COLOURS[topic], samples
+
+
+@pytest.mark.parametrize("completion_only", [True, False])
+def test_the_prompt_is_left_out_of_the_loss_on_request(tiny_gpt2: Path,
+                                                       completion_only: bool) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
+    rows = Dataset.from_list([{"prompt": "what colour are cats ?", "completion": " grey"}])
+    spec = make_spec("causal-lm", dataset={"prompt_column": "prompt",
+                                           "completion_column": "completion"},
+                     hyperparameters={"train_on_completion_only": completion_only})
+    [encoded] = tokenize(PreparedData(rows, None, None, []), tokenizer, spec)["train"]
+    asked = len(tokenizer("what colour are cats ?", add_special_tokens=False)["input_ids"])
+    answered = encoded["input_ids"][asked:]
+    assert answered[-1] == tokenizer.eos_token_id
+    expected_prompt_labels = [IGNORED] * asked if completion_only else encoded["input_ids"][:asked]
+    assert encoded["labels"][:asked] == expected_prompt_labels
+    assert encoded["labels"][asked:] == answered

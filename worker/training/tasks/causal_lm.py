@@ -1,0 +1,118 @@
+"""causal-lm: GPT-style language modelling, for domain adaptation or prompt/completion pairs.
+
+Plain text is tokenized, joined with the end-of-text token and cut into blocks of
+`max_seq_length` tokens, so that no position is wasted on padding. Prompt/completion rows are
+one sequence each, and with `train_on_completion_only` the prompt's tokens are left out of the
+loss: the model learns to answer, not to ask. After training, a few validation prompts are
+completed and saved with the model as samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import (
+    AutoModelForCausalLM,
+    DataCollatorForSeq2Seq,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from app.jobs.spec import JobSpec
+from worker.training.data import LABELS, PreparedData, model_length
+from worker.training.errors import DatasetInvalid
+from worker.training.metrics import perplexity
+from worker.training.tasks import TaskRecipe
+
+# Positions whose label is this are left out of the loss.
+IGNORED = -100
+SAMPLE_PROMPTS = 3
+SAMPLE_NEW_TOKENS = 24
+
+
+def tokenize(prepared: PreparedData, tokenizer: PreTrainedTokenizerBase,
+             spec: JobSpec) -> dict[str, Dataset]:
+    length = model_length(tokenizer, spec.hyperparameters.max_seq_length)
+    encode = _prompt_completion if spec.dataset.prompt_column else _packed_blocks
+    return {role: encode(dataset, tokenizer, spec, length, role)
+            for role, dataset in prepared.splits().items()}
+
+
+def _packed_blocks(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, spec: JobSpec,
+                   length: int, role: str) -> Dataset:
+    column, end = spec.dataset.text_column, tokenizer.eos_token_id
+
+    def blocks(batch: dict[str, list[Any]]) -> dict[str, list[list[int]]]:
+        ids = [token for text in batch[column]
+               for token in [*tokenizer(text, add_special_tokens=False)["input_ids"], end]]
+        # The last, shorter block is kept: small validation sets would otherwise vanish.
+        chunks = [ids[start:start + length] for start in range(0, len(ids), length)]
+        return {"input_ids": chunks, "attention_mask": [[1] * len(c) for c in chunks],
+                LABELS: [list(c) for c in chunks]}
+
+    if end is None:
+        raise DatasetInvalid(f"{spec.model} has no end-of-text token to separate documents")
+    packed = dataset.map(blocks, batched=True, remove_columns=dataset.column_names)
+    if len(packed) == 0:
+        raise DatasetInvalid(f"the {role} data has no text to learn from")
+    return packed
+
+
+def _prompt_completion(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, spec: JobSpec,
+                       length: int, role: str) -> Dataset:
+    prompts, completions = spec.dataset.prompt_column, spec.dataset.completion_column
+    completion_only = bool(spec.hyperparameters.train_on_completion_only)
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, list[list[int]]]:
+        encoded: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], LABELS: []}
+        for prompt, completion in zip(batch[prompts], batch[completions], strict=True):
+            asked = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            answered = [*tokenizer(completion, add_special_tokens=False)["input_ids"], *end]
+            ids = (asked + answered)[:length]
+            labels = ([IGNORED] * len(asked) + answered if completion_only
+                      else asked + answered)[:length]
+            encoded["input_ids"].append(ids)
+            encoded["attention_mask"].append([1] * len(ids))
+            encoded[LABELS].append(labels)
+        return encoded
+
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
+
+
+def collator(tokenizer: PreTrainedTokenizerBase, _: JobSpec) -> DataCollatorForSeq2Seq:
+    # Pads inputs with the padding token and labels with IGNORED, so padding costs no loss.
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORED, padding=True)
+
+
+def samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+            prepared: PreparedData, spec: JobSpec) -> list[dict[str, str]]:
+    """Greedy completions of a few held-out prompts (or of the first half of texts)."""
+    source = prepared.validation or prepared.test or prepared.train
+    rows = source.select(range(min(SAMPLE_PROMPTS, len(source))))
+    if spec.dataset.prompt_column:
+        prompts = list(rows[spec.dataset.prompt_column])
+    else:
+        prompts = [" ".join(text.split()[:max(1, len(text.split()) // 2)])
+                   for text in rows[spec.dataset.text_column]]
+    model.eval()
+    written = []
+    with torch.no_grad():
+        for prompt in prompts:
+            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+            inputs = inputs.to(model.device)
+            output = model.generate(**inputs, max_new_tokens=SAMPLE_NEW_TOKENS,
+                                    do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            new_tokens = output[0][inputs["input_ids"].shape[1]:]
+            written.append({"prompt": prompt,
+                            "completion": tokenizer.decode(new_tokens, skip_special_tokens=True)})
+    return written
+
+
+RECIPE = TaskRecipe(model_class=AutoModelForCausalLM, pipeline="text-generation",
+                    head=lambda _: {}, collator=collator,
+                    models_hint="Use a GPT-style model (GPT-2, Llama, Qwen, ...); BERT-style "
+                                "models learn with masked-lm.", derived_metrics=perplexity,
+                    tokenize=tokenize, samples=samples)
