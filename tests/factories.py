@@ -179,6 +179,20 @@ def sentiment_rows(n: int, *, seed: int = 0,
     return rows
 
 
+def multi_label_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` rows {"text", "labels"}: one or two of three labels, each with its cue words."""
+    rng = random.Random(seed)
+    names = ("negative", "positive", "neutral")
+    rows = []
+    for _ in range(n):
+        chosen = rng.sample(range(len(names)), rng.choice((1, 2)))
+        words = [*(rng.choice(CUE_WORDS[group]) for group in chosen for _ in range(2)),
+                 *rng.sample(FILLER_WORDS, 3)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": sorted(names[g] for g in chosen)})
+    return rows
+
+
 def regression_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
     """`n` rows {"text", "score"}: the score is the number of positive minus negative cues."""
     rng = random.Random(seed)

@@ -60,7 +60,8 @@ def get_dataset(dataset_id: DatasetId, caller: CallerDep, session: SessionDep) -
 
 @router.get("/{dataset_id}/preview", response_model=DatasetPreview,
             responses=error_responses(404, 422))
-def preview_dataset(dataset_id: DatasetId, caller: CallerDep, session: SessionDep, storage: StorageDep,
+def preview_dataset(dataset_id: DatasetId, caller: CallerDep, session: SessionDep,
+                    storage: StorageDep,
                     limit: Annotated[int, Query(ge=1, le=100)] = 10) -> DatasetPreview:
     """The first rows of a dataset."""
     dataset, rows = service.preview(session, caller, storage, dataset_id, limit)

@@ -121,6 +121,15 @@ def _check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str
                     f"its columns are: {', '.join(types)}",
                     code="column_not_found", param=f"dataset.{field}")
         label_type = types.get(spec.dataset.label_column)
+        if spec.task == "text-classification" and spec.dataset.multi_label != (
+                label_type == "list"):
+            raise InvalidRequest(
+                f"'{spec.dataset.label_column}' in dataset {dataset_id} holds {label_type} "
+                "values: " + ("set dataset.multi_label to true for a list of labels per row"
+                              if label_type == "list" else
+                              "multi-label classification needs a list of labels per row "
+                              "(JSON Lines, JSON or Parquet)"),
+                code="invalid_label_column", param="dataset.multi_label")
         if spec.task == "text-regression" and label_type not in ("integer", "float"):
             raise InvalidRequest(
                 f"text-regression needs a numeric label column; '{spec.dataset.label_column}' "

@@ -65,6 +65,9 @@ class DatasetSpec(_Strict):
     text_column: _COLUMN = "text"
     text_pair_column: _COLUMN | None = None
     label_column: _COLUMN = "label"
+    multi_label: bool = Field(
+        default=False, description="text-classification: the label column holds a list of "
+                                   "labels per row (JSON Lines, JSON or Parquet)")
     prompt_column: _COLUMN | None = Field(
         default=None, description="causal-lm: the prompt of prompt/completion rows")
     completion_column: _COLUMN | None = Field(
@@ -111,6 +114,10 @@ class Hyperparameters(_Strict):
     lr_scheduler: Scheduler = "linear"
     optimizer: Optimizer = "adamw"
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    multi_label_threshold: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="multi-label classification: a label is predicted when its probability "
+                    "is at least this (default 0.5)")
     mlm_probability: float | None = Field(
         default=None, gt=0.0, lt=1.0,
         description="masked-lm only: the share of tokens masked for prediction (default 0.15)")
@@ -129,7 +136,8 @@ class Freeze(_Strict):
     embeddings: bool = Field(default=False, description="Freeze the embedding layer")
     bottom_layers: int = Field(default=0, ge=0, le=1000,
                                description="Number of lower encoder layers to freeze")
-    encoder: bool = Field(default=False, description="Freeze the whole encoder: train the head only")
+    encoder: bool = Field(default=False,
+                          description="Freeze the whole encoder: train the head only")
 
 
 # The metrics each task's evaluation reports (as eval_<name>), and its default for choosing
@@ -140,7 +148,9 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "masked-lm": ("loss", "perplexity"),
     "causal-lm": ("loss", "perplexity"),
 }
-_LOWER_IS_BETTER = ("loss", "mse", "mae", "perplexity")
+MULTI_LABEL_METRICS = ("f1_micro", "f1_macro", "subset_accuracy", "hamming_loss",
+                       "precision_micro", "recall_micro", "loss")
+_LOWER_IS_BETTER = ("loss", "mse", "mae", "perplexity", "hamming_loss")
 # Tasks that learn from the text alone: no label column.
 TEXT_ONLY_TASKS = ("masked-lm", "causal-lm")
 
@@ -185,17 +195,18 @@ class JobSpec(_Strict):
     logging_steps: int = Field(default=10, ge=1, le=1_000_000)
     name: str | None = Field(default=None, max_length=200)
     max_attempts: int = Field(default=3, ge=1, le=100,
-                              description="Starts of the trainer before the job fails "
-                                          "(crashes, OOM kills, lost workers); capped by the server")
+                              description="Starts of the trainer before the job fails (crashes, "
+                                          "OOM kills, lost workers); capped by the server")
     checkpoint_steps: int | None = Field(
         default=None, ge=1, le=10_000_000,
         description="Save a checkpoint every N steps; default: every FT_CHECKPOINT_SECONDS")
     max_runtime_seconds: int | None = Field(
-        default=None, ge=1, le=10**8, description="Training time, over all attempts, before the job fails "
-                                        "with 'timeout'; default and cap: FT_MAX_JOB_SECONDS")
+        default=None, ge=1, le=10**8,
+        description="Training time, over all attempts, before the job fails with 'timeout'; "
+                    "default and cap: FT_MAX_JOB_SECONDS")
     max_queue_seconds: int | None = Field(
-        default=None, ge=1, le=10**8, description="Time the job may wait in the queue before it fails "
-                                        "with 'queue_timeout'")
+        default=None, ge=1, le=10**8,
+        description="Time the job may wait in the queue before it fails with 'queue_timeout'")
 
     @field_validator("name")
     @classmethod
@@ -234,11 +245,21 @@ class JobSpec(_Strict):
         if self.hyperparameters.train_on_completion_only is not None and not all(prompts):
             raise ValueError("hyperparameters.train_on_completion_only needs "
                              "dataset.prompt_column and dataset.completion_column")
+        multi_label = self.dataset.multi_label
+        if multi_label and self.task != "text-classification":
+            raise ValueError("dataset.multi_label goes with the text-classification task")
+        if self.hyperparameters.multi_label_threshold is not None and not multi_label:
+            raise ValueError("hyperparameters.multi_label_threshold needs dataset.multi_label")
         metric = self.evaluation.metric_for_best_model
-        if metric is not None and metric not in TASK_METRICS[self.task]:
+        if metric is not None and metric not in self.metric_names():
             raise ValueError(f"evaluation.metric_for_best_model must be one of "
-                             f"{', '.join(TASK_METRICS[self.task])} for {self.task}")
+                             f"{', '.join(self.metric_names())} for this task")
         return self
+
+    def metric_names(self) -> tuple[str, ...]:
+        """What the task's evaluations report (as eval_<name>); the first is the default
+        for choosing the best model."""
+        return MULTI_LABEL_METRICS if self.dataset.multi_label else TASK_METRICS[self.task]
 
     def columns_read(self) -> dict[str, str]:
         """The dataset columns the task reads, by the spec field that names them."""
@@ -263,7 +284,9 @@ class JobSpec(_Strict):
         if evaluation.keep_best_model is None:
             evaluation.keep_best_model = spec.early_stopping is not None
         if evaluation.keep_best_model and evaluation.metric_for_best_model is None:
-            evaluation.metric_for_best_model = TASK_METRICS[spec.task][0]
+            evaluation.metric_for_best_model = spec.metric_names()[0]
+        if spec.dataset.multi_label and spec.hyperparameters.multi_label_threshold is None:
+            spec.hyperparameters.multi_label_threshold = 0.5
         if spec.hyperparameters.warmup_steps is None and spec.hyperparameters.warmup_ratio is None:
             spec.hyperparameters.warmup_steps = 0
         if spec.task == "masked-lm" and spec.hyperparameters.mlm_probability is None:

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.helpers import assert_error, job_spec, sentiment_dataset, upload_rows
-from tests.factories import regression_rows, sentiment_rows, write_rows
+from tests.factories import multi_label_rows, regression_rows, sentiment_rows, write_rows
 
 
 @pytest.fixture
@@ -75,6 +75,24 @@ class TestSubmit:
             body[section] = {**body.get(section, {}), **spec.get(section, {})}
         error = assert_error(api.post("/v1/jobs", json=body), 422, "invalid_request")
         assert words in error["message"], error
+
+    def test_multi_label_needs_a_list_column_and_says_so(self, api: TestClient,
+                                                          tmp_path: Path,
+                                                          dataset: dict[str, Any]) -> None:
+        lists = upload_rows(api, tmp_path, multi_label_rows(20), "tags.jsonl")
+        spec = job_spec(lists["id"], dataset={"train": lists["id"], "label_column": "labels",
+                                              "multi_label": True})
+        ok = api.post("/v1/jobs", json=spec)
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["spec"]["hyperparameters"]["multi_label_threshold"] == 0.5
+        spec["dataset"]["multi_label"] = False
+        error = assert_error(api.post("/v1/jobs", json=spec), 422, "invalid_label_column",
+                             "dataset.multi_label")
+        assert "set dataset.multi_label to true" in error["message"]
+        single = job_spec(dataset["id"], dataset={"train": dataset["id"], "multi_label": True})
+        error = assert_error(api.post("/v1/jobs", json=single), 422, "invalid_label_column",
+                             "dataset.multi_label")
+        assert "list of labels per row" in error["message"]
 
     def test_causal_lm_reads_text_or_prompt_and_completion(self, api: TestClient,
                                                             tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ without reading a traceback.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,14 @@ from datasets import ClassLabel, Dataset, Value
 from huggingface_hub import HfApi
 from transformers import PreTrainedTokenizerBase
 
-from app.jobs.spec import TEXT_ONLY_TASKS, DatasetSpec, HubDataset, JobSpec
+from app.jobs.spec import DatasetSpec, HubDataset, JobSpec
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
 from worker.training.events import EventSink
+from worker.training.labels import LABELS, encode_labels
 
-# The column every prepared split carries its encoded label in: what the Trainer expects.
-LABELS = "labels"
 HUB_TIMEOUT_S = 10.0
 # A value this large means the tokenizer config did not say how long its inputs may be.
 UNSET_MODEL_MAX_LENGTH = 1_000_000
-_SHOWN_VALUES = 5
 
 _FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                       ".json": "json", ".parquet": "parquet"}
@@ -99,7 +96,7 @@ def prepare_data(spec: JobSpec, files: DataFiles, *, cache_dir: Path,
                 f"the {role} data has no usable rows: all {len(dataset)} rows have an empty "
                 f"value in the columns {list(spec.columns_read().values())}")
 
-    label_names, encoded = _encoded_labels(spec, cleaned)
+    label_names, encoded = encode_labels(spec, cleaned)
 
     seed, usable_rows = spec.hyperparameters.seed, len(encoded["train"])
     train, held_test = _hold_out(encoded["train"], dataset_spec.test_split, usable_rows, seed,
@@ -206,23 +203,6 @@ def _load_hub(hub: HubDataset, cache_dir: Path) -> dict[str, Dataset]:
     return splits
 
 
-def _encoded_labels(spec: JobSpec,
-                    cleaned: dict[str, Dataset]) -> tuple[list[str], dict[str, Dataset]]:
-    """The label names in id order, and the splits with their labels encoded as `labels`."""
-    if spec.task in TEXT_ONLY_TASKS:
-        return [], cleaned
-    label_column = spec.dataset.label_column
-    encoders: dict[str, Callable[[Any], int | float]]
-    if spec.task == "text-classification":
-        label_names, encoders = _class_labels(cleaned, label_column)
-        label_type = "int64"
-    else:
-        _check_regression_labels(cleaned, label_column)
-        label_names, encoders, label_type = [], dict.fromkeys(cleaned, float), "float32"
-    return label_names, {role: _encode_labels(dataset, label_column, encoders[role], label_type)
-                         for role, dataset in cleaned.items()}
-
-
 def _check_columns(role: str, dataset: Dataset, spec: JobSpec) -> None:
     present = dataset.column_names
     missing = [column for column in spec.columns_read().values() if column not in present]
@@ -271,84 +251,6 @@ def _drop_unusable_rows(dataset: Dataset, spec: JobSpec) -> Dataset:
                 for label, row_texts in zip(labels, texts, strict=True)]
 
     return dataset.filter(usable, batched=True)
-
-
-def _label_namer(dataset: Dataset, label_column: str) -> Callable[[Any], str]:
-    feature = dataset.features[label_column]
-    if isinstance(feature, ClassLabel):
-        return feature.int2str
-
-    def name(value: Any) -> str:
-        if isinstance(value, float) and value.is_integer():
-            # CSV readers turn an integer column with gaps into floats: 1.0 is label "1".
-            return str(int(value))
-        return value.strip() if isinstance(value, str) else str(value)
-
-    return name
-
-
-def _sorted_names(names: set[str]) -> list[str]:
-    if all(name.lstrip("-").isdigit() for name in names):
-        return sorted(names, key=int)
-    return sorted(names)
-
-
-def _class_labels(splits: dict[str, Dataset], label_column: str
-                  ) -> tuple[list[str], dict[str, Callable[[Any], int | float]]]:
-    """The train label names, in id order, and per split a function from label value to id."""
-    namers = {role: _label_namer(dataset, label_column) for role, dataset in splits.items()}
-    names_by_role = {role: {namers[role](value) for value in dataset.unique(label_column)}
-                     for role, dataset in splits.items()}
-    label_names = _sorted_names(names_by_role["train"])
-    if len(label_names) < 2:
-        raise DatasetInvalid(
-            f"the label column {label_column!r} of the training data has only one class "
-            f"({label_names[0]!r}); classification needs at least two")
-    for role, names in names_by_role.items():
-        unseen = _sorted_names(names - set(label_names))
-        if unseen:
-            raise DatasetInvalid(
-                f"the {role} data has labels that the training data never has: "
-                f"{', '.join(map(repr, unseen[:_SHOWN_VALUES]))}"
-                f"{' ...' if len(unseen) > _SHOWN_VALUES else ''}; "
-                f"training labels are {', '.join(map(repr, label_names))}")
-    label_ids = {name: index for index, name in enumerate(label_names)}
-    return label_names, {role: _label_encoder(namer, label_ids) for role, namer in namers.items()}
-
-
-def _label_encoder(namer: Callable[[Any], str],
-                   label_ids: dict[str, int]) -> Callable[[Any], int]:
-    return lambda value: label_ids[namer(value)]
-
-
-def _check_regression_labels(splits: dict[str, Dataset], label_column: str) -> None:
-    for role, dataset in splits.items():
-        bad = [value for value in dataset.unique(label_column) if not _is_number(value)]
-        if bad:
-            raise DatasetInvalid(
-                f"text-regression needs numeric labels, but the {role} column "
-                f"{label_column!r} holds {', '.join(map(repr, bad[:_SHOWN_VALUES]))}"
-                f"{' ...' if len(bad) > _SHOWN_VALUES else ''}")
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _encode_labels(dataset: Dataset, label_column: str, encode: Callable[[Any], int | float],
-                   label_type: str) -> Dataset:
-    features = dataset.features.copy()
-    del features[label_column]
-    # Explicit features: a raw column already called "labels" would otherwise keep its old
-    # type, and the encoded ids would come back as strings.
-    features[LABELS] = Value(label_type)
-    return dataset.map(lambda batch: {LABELS: [encode(value) for value in batch[label_column]]},
-                       batched=True, remove_columns=[label_column], features=features)
 
 
 def _hold_out(train: Dataset, fraction: float | None, original_rows: int, seed: int,

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import (
     accuracy_score,
+    hamming_loss,
     mean_absolute_error,
     mean_squared_error,
     precision_recall_fscore_support,
@@ -44,6 +45,33 @@ def regression_metrics(values: np.ndarray, labels: np.ndarray) -> Metrics:
             "r2": _finite(r2_score(labels, predicted)) if len(labels) > 1 else None,
             "pearson": _correlation(stats.pearsonr, predicted, labels),
             "spearman": _correlation(stats.spearmanr, predicted, labels)}
+
+
+def multi_label_metrics(logits: np.ndarray, labels: np.ndarray, threshold: float) -> Metrics:
+    """Each label on its own (a sigmoid, a threshold): micro and macro F1, subset accuracy
+    (every label of a row right) and Hamming loss (the share of wrong label decisions)."""
+    predicted = (_sigmoid(logits) >= threshold).astype(int)
+    truth = labels.astype(int)
+    micro = precision_recall_fscore_support(truth, predicted, average="micro", zero_division=0)
+    _, _, macro_f1, _ = precision_recall_fscore_support(truth, predicted, average="macro",
+                                                        zero_division=0)
+    return {"f1_micro": float(micro[2]), "f1_macro": float(macro_f1),
+            "precision_micro": float(micro[0]), "recall_micro": float(micro[1]),
+            "subset_accuracy": float(accuracy_score(truth, predicted)),
+            "hamming_loss": float(hamming_loss(truth, predicted))}
+
+
+def multi_label_report(logits: np.ndarray, labels: np.ndarray, label_names: list[str],
+                       threshold: float) -> dict[str, dict[str, float]]:
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels.astype(int), (_sigmoid(logits) >= threshold).astype(int), zero_division=0)
+    return {name: {"precision": float(precision[index]), "recall": float(recall[index]),
+                   "f1": float(f1[index]), "support": int(support[index])}
+            for index, name in enumerate(label_names)}
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))
 
 
 def per_class_report(logits: np.ndarray, labels: np.ndarray,

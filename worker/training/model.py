@@ -47,7 +47,7 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
     """
     location = _locate_model(spec.model, model_source)
     _refuse_unsafe_weights(spec.model, location)
-    recipe = recipe_for(spec.task)
+    recipe = recipe_for(spec)
     try:
         # An unpinned Hub model cannot run code here: no remote code, and weights load only
         # from safetensors (checked above), so B615 is about reproducibility, not safety.

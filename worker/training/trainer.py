@@ -33,7 +33,7 @@ from worker.training.best_model import BestModelKeeper
 from worker.training.data import DataFiles, PreparedData, first_line, prepare_data, tokenize_splits
 from worker.training.errors import OutOfMemory
 from worker.training.events import EventSink
-from worker.training.metrics import model_outputs, per_class_report
+from worker.training.metrics import model_outputs
 from worker.training.model import load_model
 from worker.training.tasks import TaskRecipe, recipe_for, with_derived_metrics
 
@@ -59,7 +59,7 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
     _quiet_progress_bars()
     cache_dir = output_dir / "cache"
     try:
-        recipe = recipe_for(spec.task)
+        recipe = recipe_for(spec)
         prepared = prepare_data(spec, data, cache_dir=cache_dir, events=events)
         model, tokenizer = load_model(spec, model_source, prepared.label_names, events=events)
         splits = (recipe.tokenize(prepared, tokenizer, spec) if recipe.tokenize is not None
@@ -69,12 +69,12 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
         trainer = Trainer(
             model=model,
             args=training_arguments(spec, output_dir / "trainer",
-                                    loss_only=recipe.compute_metrics is None),
+                                    loss_only=recipe.metrics is None),
             train_dataset=splits["train"],
             eval_dataset=splits.get("validation"),
             processing_class=tokenizer,
             data_collator=recipe.collator(tokenizer, spec),
-            compute_metrics=recipe.compute_metrics,
+            compute_metrics=recipe.metrics(spec) if recipe.metrics else None,
             # Derived metrics first: the callbacks after it see them in every evaluation.
             callbacks=[DerivedMetrics(recipe), *callbacks, *([keeper] if keeper else [])],
         )
@@ -84,7 +84,7 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
             metrics["best_model"] = best
         for role, prefix in EVALUATED_SPLITS.items():
             if role in splits:
-                metrics |= _final_evaluation(trainer, recipe, splits[role], role, prefix,
+                metrics |= _final_evaluation(trainer, spec, recipe, splits[role], role, prefix,
                                              prepared.label_names, events)
         metrics = json_safe(metrics)
         extra: dict[str, Any] = {}
@@ -182,16 +182,16 @@ def _quiet_progress_bars() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def _final_evaluation(trainer: Trainer, recipe: TaskRecipe, dataset: datasets.Dataset,
-                      role: str, prefix: str, label_names: list[str],
+def _final_evaluation(trainer: Trainer, spec: JobSpec, recipe: TaskRecipe,
+                      dataset: datasets.Dataset, role: str, prefix: str, label_names: list[str],
                       events: EventSink) -> dict[str, Any]:
     # predict, not evaluate: evaluate would fire the service's on_evaluate callback, which
     # reports the mid-training evaluations, and this one would be reported twice.
     output = trainer.predict(dataset, metric_key_prefix=prefix)
     metrics = with_derived_metrics(recipe, dict(output.metrics or {}), prefix)
-    if recipe.per_class_report and output.label_ids is not None:
-        metrics[f"{role}_per_class"] = per_class_report(
-            model_outputs(output.predictions), np.asarray(output.label_ids), label_names)
+    if recipe.class_report is not None and output.label_ids is not None:
+        metrics[f"{role}_per_class"] = recipe.class_report(
+            model_outputs(output.predictions), np.asarray(output.label_ids), label_names, spec)
     metrics = json_safe(metrics)
     events.event("evaluated", f"final evaluation on the {role} data ({len(dataset)} rows)",
                  {"split": role, "metrics": metrics})

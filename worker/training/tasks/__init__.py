@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from datasets import Dataset
 from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
 
-from app.jobs.spec import JobSpec, Task
+from app.jobs.spec import JobSpec
 from worker.training.data import PreparedData
 from worker.training.metrics import Metrics
 
@@ -30,12 +31,14 @@ class TaskRecipe:
     collator: Callable[[PreTrainedTokenizerBase, JobSpec], Any]
     # Which models suit the task, for the hint of a job whose model does not.
     models_hint: str
-    # The Trainer's compute_metrics; None when the loss says it all (nothing else is kept).
-    compute_metrics: Callable[[EvalPrediction], Metrics] | None = None
+    # Makes the Trainer's compute_metrics for a spec; None when the loss says it all (then
+    # nothing but the loss is kept from an evaluation).
+    metrics: Callable[[JobSpec], Callable[[EvalPrediction], Metrics]] | None = None
     # Metrics that follow from the others, e.g. perplexity from the loss, by prefix.
     derived_metrics: Callable[[dict[str, Any], str], Metrics] | None = None
-    # Whether the final evaluation adds a per-class report.
-    per_class_report: bool = False
+    # The final evaluation's per-class report: (outputs, labels, label names, spec).
+    class_report: Callable[[np.ndarray, np.ndarray, list[str], JobSpec],
+                           dict[str, dict[str, float]]] | None = None
     # Token ids and labels for every split; None: the shared text (and pair) tokenization.
     tokenize: Callable[[PreparedData, PreTrainedTokenizerBase, JobSpec],
                        dict[str, Dataset]] | None = None
@@ -44,13 +47,21 @@ class TaskRecipe:
                       list[dict[str, str]]] | None = None
 
 
-def recipe_for(task: Task) -> TaskRecipe:
-    from worker.training.tasks import causal_lm, masked_lm, text_classification, text_regression
+def recipe_for(spec: JobSpec) -> TaskRecipe:
+    from worker.training.tasks import (
+        causal_lm,
+        masked_lm,
+        multi_label_classification,
+        text_classification,
+        text_regression,
+    )
 
+    if spec.dataset.multi_label:
+        return multi_label_classification.RECIPE
     recipes = {"text-classification": text_classification.RECIPE,
                "text-regression": text_regression.RECIPE, "masked-lm": masked_lm.RECIPE,
                "causal-lm": causal_lm.RECIPE}
-    return recipes[task]
+    return recipes[spec.task]
 
 
 def with_derived_metrics(recipe: TaskRecipe, metrics: dict[str, Any],

@@ -21,8 +21,9 @@ from transformers import (
 )
 
 from app.jobs.spec import JobSpec
-from worker.training.data import LABELS, PreparedData, model_length
+from worker.training.data import PreparedData, model_length
 from worker.training.errors import DatasetInvalid
+from worker.training.labels import LABELS
 from worker.training.metrics import perplexity
 from worker.training.tasks import TaskRecipe
 

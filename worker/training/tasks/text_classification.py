@@ -7,7 +7,12 @@ from typing import Any
 import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EvalPrediction
 
-from worker.training.metrics import Metrics, classification_metrics, model_outputs
+from worker.training.metrics import (
+    Metrics,
+    classification_metrics,
+    model_outputs,
+    per_class_report,
+)
 from worker.training.tasks import TaskRecipe
 
 
@@ -27,4 +32,6 @@ RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
                     pipeline="text-classification", head=head,
                     models_hint="Use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM.",
                     collator=lambda tokenizer, _: DataCollatorWithPadding(tokenizer),
-                    compute_metrics=compute_metrics, per_class_report=True)
+                    metrics=lambda _: compute_metrics,
+                    class_report=lambda outputs, labels, names, _: per_class_report(
+                        outputs, labels, names))

@@ -24,4 +24,4 @@ RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
                     pipeline="text-classification", head=head,
                     models_hint="Use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM.",
                     collator=lambda tokenizer, _: DataCollatorWithPadding(tokenizer),
-                    compute_metrics=compute_metrics)
+                    metrics=lambda _: compute_metrics)
