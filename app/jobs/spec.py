@@ -159,6 +159,16 @@ def greater_is_better(metric: str) -> bool:
     return metric not in _LOWER_IS_BETTER
 
 
+class Lora(_Strict):
+    r: int = Field(default=8, ge=1, le=1024, description="Rank of the low-rank update")
+    alpha: float = Field(default=16.0, gt=0, le=4096, description="Scale of the update: alpha/r")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=128,
+                                              pattern=r"^[A-Za-z0-9_.]+$")]] | None = Field(
+        default=None, max_length=64,
+        description="Names of the layers to adapt; default: every linear layer of the backbone")
+
+
 class Evaluation(_Strict):
     strategy: EvalStrategy | None = Field(
         default=None, description="Default: 'epoch' with validation data, else 'no'")
@@ -189,6 +199,9 @@ class JobSpec(_Strict):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     freeze: Freeze = Field(default_factory=Freeze)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    lora: Lora | None = Field(
+        default=None, description="Train low-rank adapters (LoRA) instead of the whole "
+                                  "backbone; the task head still trains")
     early_stopping: EarlyStopping | None = Field(
         default=None, description="Stop when evaluation.metric_for_best_model stops improving; "
                                   "the final model is then the best one")
@@ -245,6 +258,9 @@ class JobSpec(_Strict):
         if self.hyperparameters.train_on_completion_only is not None and not all(prompts):
             raise ValueError("hyperparameters.train_on_completion_only needs "
                              "dataset.prompt_column and dataset.completion_column")
+        if self.lora is not None and self.freeze.model_dump(exclude_defaults=True):
+            raise ValueError("lora and freeze do not go together: LoRA already keeps the "
+                             "backbone's weights fixed; remove freeze")
         multi_label = self.dataset.multi_label
         if multi_label and self.task != "text-classification":
             raise ValueError("dataset.multi_label goes with the text-classification task")

@@ -94,6 +94,19 @@ class TestSubmit:
                              "dataset.multi_label")
         assert "list of labels per row" in error["message"]
 
+    def test_lora_is_resolved_and_refused_with_freeze(self, api: TestClient,
+                                                      dataset: dict[str, Any]) -> None:
+        ok = api.post("/v1/jobs", json=job_spec(dataset["id"], lora={"r": 16}))
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["spec"]["lora"] == {"r": 16, "alpha": 16.0, "dropout": 0.05,
+                                             "target_modules": None}
+        both = job_spec(dataset["id"], lora={}, freeze={"bottom_layers": 1})
+        error = assert_error(api.post("/v1/jobs", json=both), 422, "invalid_request")
+        assert "lora and freeze" in error["message"]
+        bad = job_spec(dataset["id"], lora={"target_modules": ["../x"]})
+        assert_error(api.post("/v1/jobs", json=bad), 422, "invalid_request",
+                     "lora.target_modules.0")
+
     def test_causal_lm_reads_text_or_prompt_and_completion(self, api: TestClient,
                                                             tmp_path: Path) -> None:
         pairs = upload_rows(api, tmp_path, [{"q": f"question {i}", "a": f"answer {i}"}

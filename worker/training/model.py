@@ -28,6 +28,7 @@ from worker.training.errors import (
     UnsafeModelFormat,
 )
 from worker.training.events import EventSink
+from worker.training.lora import with_lora
 from worker.training.tasks import recipe_for
 
 # Where BERT-like backbones keep their list of transformer blocks.
@@ -77,15 +78,20 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
         # GPT-style heads find each sequence's last token by the padding id.
         model.config.pad_token_id = tokenizer.pad_token_id
 
+    architecture = type(model).__name__
     freeze(model, spec.freeze, spec.model)
+    if spec.lora is not None:
+        model = with_lora(model, spec.lora, spec)
     total = sum(parameter.numel() for parameter in model.parameters())
     trainable = sum(parameter.numel() for parameter in model.parameters()
                     if parameter.requires_grad)
+    share = trainable / total if total else 0.0
     events.event("model_loaded",
-                 f"loaded {spec.model} ({type(model).__name__}): {trainable:,} of {total:,} "
-                 f"parameters trainable",
-                 {"model": spec.model, "architecture": type(model).__name__,
-                  "total_parameters": total, "trainable_parameters": trainable})
+                 f"loaded {spec.model} ({architecture}{' with LoRA' if spec.lora else ''}): "
+                 f"{trainable:,} of {total:,} parameters trainable ({share:.2%})",
+                 {"model": spec.model, "architecture": architecture, "lora": spec.lora is not None,
+                  "total_parameters": total, "trainable_parameters": trainable,
+                  "trainable_share": round(share, 6)})
     return model, tokenizer
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from peft import PeftModel
 from transformers import (
     Trainer,
     TrainerCallback,
@@ -33,6 +34,7 @@ from worker.training.best_model import BestModelKeeper
 from worker.training.data import DataFiles, PreparedData, first_line, prepare_data, tokenize_splits
 from worker.training.errors import OutOfMemory
 from worker.training.events import EventSink
+from worker.training.lora import save_adapter_and_merged
 from worker.training.metrics import model_outputs
 from worker.training.model import load_model
 from worker.training.tasks import TaskRecipe, recipe_for, with_derived_metrics
@@ -203,7 +205,13 @@ def _save_model_folder(trainer: Trainer, model_dir: Path, metrics: dict[str, Any
     """Write the whole folder beside `model_dir`, then rename it: never half a model."""
     staging = model_dir.with_name(f".{model_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    trainer.save_model(str(staging))
+    if isinstance(trainer.model, PeftModel):
+        merged = save_adapter_and_merged(trainer.model, staging)
+        merged.save_pretrained(str(staging))
+        if trainer.processing_class is not None:
+            trainer.processing_class.save_pretrained(str(staging))
+    else:
+        trainer.save_model(str(staging))
     # The pickled TrainingArguments would make the folder unsafe to load; the JSON says it all.
     (staging / TRAINING_ARGS_NAME).unlink(missing_ok=True)
     (staging / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
