@@ -193,6 +193,20 @@ def multi_label_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+def entity_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` rows {"tokens", "tags"}: topic words are B-TOPIC, cue words B-MOOD, the rest O."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = [*rng.sample(FILLER_WORDS, 4), rng.choice(TOPIC_WORDS),
+                 rng.choice(CUE_WORDS[rng.randrange(2)])]
+        rng.shuffle(words)
+        tags = ["B-TOPIC" if w in TOPIC_WORDS else "O" if w in FILLER_WORDS else "B-MOOD"
+                for w in words]
+        rows.append({"tokens": words, "tags": tags})
+    return rows
+
+
 def regression_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
     """`n` rows {"text", "score"}: the score is the number of positive minus negative cues."""
     rng = random.Random(seed)

@@ -120,6 +120,14 @@ def _check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str
                     f"column '{column}' is not in the {role} dataset {dataset_id}; "
                     f"its columns are: {', '.join(types)}",
                     code="column_not_found", param=f"dataset.{field}")
+        if spec.task == "token-classification":
+            for field in ("tokens_column", "tags_column"):
+                if types[fields[field]] != "list":
+                    raise InvalidRequest(
+                        f"token-classification needs a list per row in '{fields[field]}'; "
+                        f"dataset {dataset_id} holds {types[fields[field]]} values there "
+                        "(use JSON Lines, JSON or Parquet)",
+                        code="invalid_label_column", param=f"dataset.{field}")
         label_type = types.get(spec.dataset.label_column)
         if spec.task == "text-classification" and spec.dataset.multi_label != (
                 label_type == "list"):

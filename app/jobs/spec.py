@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Task = Literal["text-classification", "text-regression", "masked-lm", "causal-lm"]
+Task = Literal["text-classification", "text-regression", "token-classification", "masked-lm",
+               "causal-lm"]
 Optimizer = Literal["adamw", "sgd", "adafactor"]
 Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
@@ -68,6 +69,13 @@ class DatasetSpec(_Strict):
     multi_label: bool = Field(
         default=False, description="text-classification: the label column holds a list of "
                                    "labels per row (JSON Lines, JSON or Parquet)")
+    tokens_column: _COLUMN = Field(
+        default="tokens", description="token-classification: the list of words of each row")
+    tags_column: _COLUMN = Field(
+        default="tags", description="token-classification: the list of tags, one per word")
+    label_all_subtokens: bool = Field(
+        default=False, description="token-classification: give every sub-word token its "
+                                   "word's tag, not only the first (the rest are ignored)")
     prompt_column: _COLUMN | None = Field(
         default=None, description="causal-lm: the prompt of prompt/completion rows")
     completion_column: _COLUMN | None = Field(
@@ -145,6 +153,7 @@ class Freeze(_Strict):
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "text-classification": ("f1", "accuracy", "precision", "recall", "loss"),
     "text-regression": ("mse", "mae", "r2", "pearson", "spearman", "loss"),
+    "token-classification": ("f1", "precision", "recall", "accuracy", "loss"),
     "masked-lm": ("loss", "perplexity"),
     "causal-lm": ("loss", "perplexity"),
 }
@@ -279,6 +288,9 @@ class JobSpec(_Strict):
 
     def columns_read(self) -> dict[str, str]:
         """The dataset columns the task reads, by the spec field that names them."""
+        if self.task == "token-classification":
+            return {"tokens_column": self.dataset.tokens_column,
+                    "tags_column": self.dataset.tags_column}
         if self.dataset.prompt_column and self.dataset.completion_column:
             return {"prompt_column": self.dataset.prompt_column,
                     "completion_column": self.dataset.completion_column}

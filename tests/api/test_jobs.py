@@ -7,7 +7,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.helpers import assert_error, job_spec, sentiment_dataset, upload_rows
-from tests.factories import multi_label_rows, regression_rows, sentiment_rows, write_rows
+from tests.factories import (
+    entity_rows,
+    multi_label_rows,
+    regression_rows,
+    sentiment_rows,
+    write_rows,
+)
 
 
 @pytest.fixture
@@ -106,6 +112,20 @@ class TestSubmit:
         bad = job_spec(dataset["id"], lora={"target_modules": ["../x"]})
         assert_error(api.post("/v1/jobs", json=bad), 422, "invalid_request",
                      "lora.target_modules.0")
+
+    def test_token_classification_needs_lists_of_words_and_tags(
+            self, api: TestClient, tmp_path: Path, dataset: dict[str, Any]) -> None:
+        tagged = upload_rows(api, tmp_path, entity_rows(10), "tagged.jsonl")
+        ok = api.post("/v1/jobs", json={"task": "token-classification", "model": "tiny/bert",
+                                        "dataset": {"train": tagged["id"]}})
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["spec"]["evaluation"]["metric_for_best_model"] is None
+        flat = {"task": "token-classification", "model": "tiny/bert",
+                "dataset": {"train": dataset["id"], "tokens_column": "text",
+                            "tags_column": "label"}}
+        error = assert_error(api.post("/v1/jobs", json=flat), 422, "invalid_label_column",
+                             "dataset.tokens_column")
+        assert "a list per row" in error["message"]
 
     def test_causal_lm_reads_text_or_prompt_and_completion(self, api: TestClient,
                                                             tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from tests.e2e.service import (
     trainer_pid,
     wait_ready,
 )
-from tests.factories import pickled_model, sentiment_rows, write_rows
+from tests.factories import entity_rows, pickled_model, sentiment_rows, write_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -174,6 +174,22 @@ def test_causal_lm_through_the_service(service: Service, tmp_path: Path) -> None
     generate = pipeline("text-generation", model=str(tmp_path / "download" / "model"))
     [output] = generate("what colour are cats ?", max_new_tokens=3, do_sample=False)
     assert output["generated_text"].startswith("what colour are cats ?")
+
+
+def test_token_classification_through_the_service(service: Service, tmp_path: Path) -> None:
+    dataset = service.upload(write_rows(tmp_path / "tagged.jsonl", entity_rows(160)))
+    job = service.submit({"task": "token-classification", "model": TINY_MODEL,
+                          "dataset": {"train": dataset["id"], "validation_split": 0.2},
+                          "hyperparameters": {"epochs": 4, "learning_rate": 5e-3}})
+    finished = service.wait_for(job["id"])
+    assert finished["status"] == "succeeded", finished["error"]
+    assert finished["metrics"]["final"]["eval_f1"] >= 0.8
+    archive = service.client.get(f"/v1/jobs/{job['id']}/model")
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        tar.extractall(tmp_path / "download", filter="data")
+    tagger = pipeline("token-classification", model=str(tmp_path / "download" / "model"))
+    assert {entity["entity"] for entity in tagger("the dogs were awful")} <= {"B-TOPIC",
+                                                                             "B-MOOD"}
 
 
 def test_two_projects_cannot_reach_each_other(service: Service, tmp_path: Path) -> None:

@@ -214,6 +214,8 @@ def _check_columns(role: str, dataset: Dataset, spec: JobSpec) -> None:
 
 
 def _text_columns_as_strings(role: str, dataset: Dataset, spec: JobSpec) -> Dataset:
+    if spec.task == "token-classification":
+        return dataset  # lists of words and tags, checked as labels are
     for field_name, column in spec.columns_read().items():
         feature = dataset.features[column]
         if field_name == "label_column" or (isinstance(feature, Value)
@@ -247,7 +249,7 @@ def _drop_unusable_rows(dataset: Dataset, spec: JobSpec) -> Dataset:
         texts = zip(*(batch[column] for column in text_columns), strict=True)
         labels = batch[label_column] if label_column else [True] * len(batch[text_columns[0]])
         return [not _is_missing(label) and label != no_label
-                and not any(_is_missing(text) for text in row_texts)
+                and not any(_is_missing(text) or text == [] for text in row_texts)
                 for label, row_texts in zip(labels, texts, strict=True)]
 
     return dataset.filter(usable, batched=True)

@@ -24,6 +24,8 @@ def encode_labels(spec: JobSpec,
     """The label names in id order, and the splits with their labels encoded as `labels`."""
     if spec.task in TEXT_ONLY_TASKS:
         return [], cleaned
+    if spec.task == "token-classification":
+        return _tag_ids(cleaned, spec.dataset.tokens_column, spec.dataset.tags_column)
     label_column = spec.dataset.label_column
     if spec.dataset.multi_label:
         return _multi_hot_labels(cleaned, label_column)
@@ -123,6 +125,44 @@ def _multi_hot_labels(splits: dict[str, Dataset],
                            batched=True, remove_columns=[label_column], features=features)
 
     return label_names, {role: encode(dataset) for role, dataset in splits.items()}
+
+
+def _tag_ids(splits: dict[str, Dataset], tokens_column: str,
+             tags_column: str) -> tuple[list[str], dict[str, Dataset]]:
+    """Tag names (sorted) and, per split, the tags of each row as ids in `labels`."""
+    names_by_role: dict[str, set[str]] = {}
+    for role, dataset in splits.items():
+        names: set[str] = set()
+        for row, (tokens, tags) in enumerate(zip(dataset[tokens_column], dataset[tags_column],
+                                                 strict=True)):
+            if not isinstance(tokens, list) or not isinstance(tags, list):
+                raise DatasetInvalid(f"token-classification needs lists of words and tags; row "
+                                     f"{row} of the {role} data holds {tokens!r} and {tags!r}")
+            if len(tokens) != len(tags):
+                raise DatasetInvalid(f"row {row} of the {role} data has {len(tokens)} words but "
+                                     f"{len(tags)} tags; every word needs exactly one tag")
+            names |= {str(tag) for tag in tags}
+        names_by_role[role] = names
+    tag_names = sorted(names_by_role["train"])
+    if len(tag_names) < 2:
+        raise DatasetInvalid(f"the training data has one tag only ({tag_names}); "
+                             "token-classification needs at least two")
+    for role, names in names_by_role.items():
+        if unseen := sorted(names - set(tag_names)):
+            raise DatasetInvalid(f"the {role} data has tags that the training data never has: "
+                                 f"{', '.join(map(repr, unseen[:_SHOWN_VALUES]))}")
+    ids = {name: index for index, name in enumerate(tag_names)}
+
+    def encode(dataset: Dataset) -> Dataset:
+        features = dataset.features.copy()
+        del features[tags_column]
+        features[LABELS] = Sequence(Value("int64"))
+        return dataset.map(
+            lambda batch: {LABELS: [[ids[str(tag)] for tag in tags]
+                                    for tags in batch[tags_column]]},
+            batched=True, remove_columns=[tags_column], features=features)
+
+    return tag_names, {role: encode(dataset) for role, dataset in splits.items()}
 
 
 def _check_regression_labels(splits: dict[str, Dataset], label_column: str) -> None:

@@ -76,7 +76,8 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
             eval_dataset=splits.get("validation"),
             processing_class=tokenizer,
             data_collator=recipe.collator(tokenizer, spec),
-            compute_metrics=recipe.metrics(spec) if recipe.metrics else None,
+            compute_metrics=(recipe.metrics(spec, prepared.label_names) if recipe.metrics
+                             else None),
             # Derived metrics first: the callbacks after it see them in every evaluation.
             callbacks=[DerivedMetrics(recipe), *callbacks, *([keeper] if keeper else [])],
         )

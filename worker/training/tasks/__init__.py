@@ -31,9 +31,9 @@ class TaskRecipe:
     collator: Callable[[PreTrainedTokenizerBase, JobSpec], Any]
     # Which models suit the task, for the hint of a job whose model does not.
     models_hint: str
-    # Makes the Trainer's compute_metrics for a spec; None when the loss says it all (then
-    # nothing but the loss is kept from an evaluation).
-    metrics: Callable[[JobSpec], Callable[[EvalPrediction], Metrics]] | None = None
+    # Makes the Trainer's compute_metrics for a spec and the label names in id order; None
+    # when the loss says it all (then nothing but the loss is kept from an evaluation).
+    metrics: Callable[[JobSpec, list[str]], Callable[[EvalPrediction], Metrics]] | None = None
     # Metrics that follow from the others, e.g. perplexity from the loss, by prefix.
     derived_metrics: Callable[[dict[str, Any], str], Metrics] | None = None
     # The final evaluation's per-class report: (outputs, labels, label names, spec).
@@ -54,12 +54,14 @@ def recipe_for(spec: JobSpec) -> TaskRecipe:
         multi_label_classification,
         text_classification,
         text_regression,
+        token_classification,
     )
 
     if spec.dataset.multi_label:
         return multi_label_classification.RECIPE
     recipes = {"text-classification": text_classification.RECIPE,
                "text-regression": text_regression.RECIPE, "masked-lm": masked_lm.RECIPE,
+               "token-classification": token_classification.RECIPE,
                "causal-lm": causal_lm.RECIPE}
     return recipes[spec.task]
 

@@ -24,7 +24,7 @@ def _threshold(spec: JobSpec) -> float:
     return spec.hyperparameters.multi_label_threshold or 0.5
 
 
-def metrics(spec: JobSpec) -> Callable[[EvalPrediction], Metrics]:
+def metrics(spec: JobSpec, _: list[str]) -> Callable[[EvalPrediction], Metrics]:
     def compute(prediction: EvalPrediction) -> Metrics:
         return multi_label_metrics(model_outputs(prediction.predictions),
                                    np.asarray(prediction.label_ids), _threshold(spec))

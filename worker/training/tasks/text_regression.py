@@ -24,4 +24,4 @@ RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
                     pipeline="text-classification", head=head,
                     models_hint="Use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM.",
                     collator=lambda tokenizer, _: DataCollatorWithPadding(tokenizer),
-                    metrics=lambda _: compute_metrics)
+                    metrics=lambda _spec, _names: compute_metrics)
