@@ -207,6 +207,14 @@ def entity_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+def write_conll(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """`rows` of {"tokens", "tags"} as a CoNLL file: a word and its tag per line."""
+    path.write_text("".join("".join(f"{word} {tag}\n" for word, tag in
+                                    zip(row["tokens"], row["tags"], strict=True)) + "\n"
+                            for row in rows))
+    return path
+
+
 def regression_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
     """`n` rows {"text", "score"}: the score is the number of positive minus negative cues."""
     rng = random.Random(seed)

@@ -28,9 +28,10 @@ def register(commands: Any) -> None:
     datasets = commands.add_parser("datasets", help="upload and inspect datasets")
     actions = datasets.add_subparsers(dest="action", required=True, metavar="ACTION")
     upload = actions.add_parser("upload", parents=reader, help="upload a dataset file")
-    upload.add_argument("file", metavar="FILE", help="CSV, TSV, JSON Lines, JSON or Parquet")
+    upload.add_argument("file", metavar="FILE",
+                        help="CSV, TSV, JSON Lines, JSON, Parquet or CoNLL")
     upload.add_argument("--name", help="a label for the dataset (default: the file name)")
-    upload.add_argument("--format", choices=("csv", "tsv", "jsonl", "json", "parquet"),
+    upload.add_argument("--format", choices=("csv", "tsv", "jsonl", "json", "parquet", "conll"),
                         help="the file format when the extension does not say it")
     upload.set_defaults(handler=_lazy("upload_dataset"))
     listing = actions.add_parser("ls", parents=reader, help="list datasets, newest first")

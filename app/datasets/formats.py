@@ -6,7 +6,7 @@ Inference keeps the set of value kinds seen per column, never the values: memory
 
 Every problem a user can fix raises DatasetFormatError with one of these codes:
 unsupported_format, dataset_empty, dataset_encoding, dataset_unreadable,
-dataset_invalid_header, dataset_ragged_rows, dataset_invalid_json,
+dataset_invalid_header, dataset_ragged_rows, dataset_invalid_json, dataset_invalid_conll,
 dataset_too_many_columns, dataset_too_large.
 
 Standard library and pyarrow only: the API process must not pull in pandas or torch.
@@ -30,12 +30,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
+from app.datasets.conll import COLUMNS as CONLL_COLUMNS
+from app.datasets.conll import ConllError, conll_sentences
+
+FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "conll")
 
 _ALIASES = {"ndjson": "jsonl"}
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-               ".json": "json", ".parquet": "parquet"}
-_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines", "json": "JSON", "parquet": "Parquet"}
+               ".json": "json", ".parquet": "parquet", ".conll": "conll"}
+_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines", "json": "JSON", "parquet": "Parquet",
+          "conll": "CoNLL"}
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
 
 # A JSON array has to be parsed whole, and Python objects take several times the file's size.
@@ -112,6 +116,11 @@ def inspect_file(path: Path, fmt: str, *, max_columns: int = 1000) -> Inspection
             return _inspect_parquet(path, max_columns)
         if fmt in _DELIMITERS:
             return _inspect_csv(path, fmt, max_columns)
+        if fmt == "conll":
+            rows = sum(1 for _ in _conll_rows(path))
+            if rows == 0:
+                raise _empty("The CoNLL file holds no sentence.")
+            return Inspection(rows, [ColumnInfo(name, "list") for name in CONLL_COLUMNS])
         return _inspect_objects(_json_rows(path, fmt), fmt, max_columns)
 
 
@@ -129,6 +138,8 @@ def read_preview(path: Path, fmt: str, limit: int) -> list[dict[str, Any]]:
             return _preview_parquet(path, limit)
         if fmt in _DELIMITERS:
             return _preview_csv(path, fmt, limit)
+        if fmt == "conll":
+            return list(islice(_conll_rows(path), limit))
         return list(islice(_json_rows(path, fmt), limit))
 
 
@@ -359,6 +370,14 @@ def _plain_temporal(batch: pa.RecordBatch) -> pa.RecordBatch:
     columns = [column.cast(pa.string()) if any(test(column.type) for test in _TEMPORAL)
                else column for column in batch.columns]
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _conll_rows(path: Path) -> Iterator[dict[str, list[str]]]:
+    try:
+        yield from conll_sentences(_text_lines(path, "conll"))
+    except ConllError as error:
+        raise DatasetFormatError(str(error), code="dataset_invalid_conll",
+                                 line=error.line) from None
 
 
 def _text_lines(path: Path, fmt: str) -> Iterator[str]:

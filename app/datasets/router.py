@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import CallerDep
 from app.datasets import service
+from app.datasets.formats import FORMATS
 from app.datasets.schemas import DatasetOut, DatasetPreview
 from app.datasets.upload import receive_upload
 from app.deps import SessionDep, SettingsDep, StorageDep
@@ -26,12 +27,12 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
                          "file": {"type": "string", "format": "binary"},
                          "name": {"type": "string"},
                          "format": {"type": "string",
-                                    "enum": ["csv", "tsv", "jsonl", "json", "parquet"]},
+                                    "enum": list(FORMATS)},
                      }}}}}})
 async def upload_dataset(request: Request, caller: CallerDep, session: SessionDep,
                          settings: SettingsDep, storage: StorageDep,
                          idempotency_key: IdempotencyHeader = None) -> DatasetOut:
-    """Upload a dataset file (CSV, TSV, JSON Lines, JSON or Parquet) as multipart field `file`."""
+    """Upload a dataset file (CSV, TSV, JSON Lines, JSON, Parquet or CoNLL) as field `file`."""
     upload = await receive_upload(request, storage.temp_path(), settings.max_upload_bytes)
     try:
         dataset = await run_in_threadpool(

@@ -146,3 +146,24 @@ def test_error_bodies_are_json_for_unknown_routes(api: TestClient) -> None:
     response = api.get("/v1/nothing-here")
     assert_error(response, 404, "not_found")
     assert json.loads(response.text)["error"]["message"]
+
+
+class TestConll:
+    def test_sentences_become_rows_of_tokens_and_tags(self, api: TestClient,
+                                                      tmp_path: Path) -> None:
+        path = tmp_path / "ner.conll"
+        path.write_text("-DOCSTART- -X- O\n\nAda NNP B-PER\nLovelace NNP I-PER\nwrote VBD O\n"
+                        "\n\nin IN O\nLondon NNP B-LOC\n")
+        dataset = upload_file(api, path).json()
+        assert dataset["format"] == "conll" and dataset["num_rows"] == 2
+        assert dataset["columns"] == [{"name": "tokens", "type": "list"},
+                                      {"name": "tags", "type": "list"}]
+        rows = api.get(f"/v1/datasets/{dataset['id']}/preview").json()["rows"]
+        assert rows == [{"tokens": ["Ada", "Lovelace", "wrote"], "tags": ["B-PER", "I-PER", "O"]},
+                        {"tokens": ["in", "London"], "tags": ["O", "B-LOC"]}]
+
+    def test_a_word_without_a_tag_names_its_line(self, api: TestClient, tmp_path: Path) -> None:
+        path = tmp_path / "bad.conll"
+        path.write_text("Ada B-PER\nLovelace\n")
+        error = assert_error(upload_file(api, path), 422, "dataset_invalid_conll", "file")
+        assert "Line 2" in error["message"]

@@ -31,7 +31,13 @@ from tests.e2e.service import (
     trainer_pid,
     wait_ready,
 )
-from tests.factories import entity_rows, pickled_model, sentiment_rows, write_rows
+from tests.factories import (
+    entity_rows,
+    pickled_model,
+    sentiment_rows,
+    write_conll,
+    write_rows,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -177,7 +183,7 @@ def test_causal_lm_through_the_service(service: Service, tmp_path: Path) -> None
 
 
 def test_token_classification_through_the_service(service: Service, tmp_path: Path) -> None:
-    dataset = service.upload(write_rows(tmp_path / "tagged.jsonl", entity_rows(160)))
+    dataset = service.upload(write_conll(tmp_path / "tagged.conll", entity_rows(160)))
     job = service.submit({"task": "token-classification", "model": TINY_MODEL,
                           "dataset": {"train": dataset["id"], "validation_split": 0.2},
                           "hyperparameters": {"epochs": 4, "learning_rate": 5e-3}})

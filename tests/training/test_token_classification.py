@@ -8,7 +8,7 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer, pipeline
 
-from tests.factories import entity_rows, write_rows
+from tests.factories import entity_rows, write_conll, write_rows
 from tests.training.helpers import RecordingSink, data_files, make_spec
 from worker.training.data import PreparedData
 from worker.training.errors import DatasetInvalid
@@ -51,6 +51,18 @@ def test_tags_follow_the_first_sub_word_or_all(tiny_bert: Path, every_piece: boo
     assert labels[0] == labels[-1] == IGNORED and labels[1] == 1 and labels[2] == 2
     assert labels[3:-1] == ([2] * (len(pieces) - 4) if every_piece
                             else [IGNORED] * (len(pieces) - 4))
+
+
+def test_reads_conll_files(tmp_path: Path, tiny_bert: Path, sink: RecordingSink) -> None:
+    train = write_conll(tmp_path / "train.conll", entity_rows(120))
+    spec = make_spec("token-classification", dataset={"validation_split": 0.25},
+                     hyperparameters={"epochs": 4, "learning_rate": 5e-3})
+
+    metrics = run_training(spec, data_files(train), str(tiny_bert), tmp_path / "out",
+                           events=sink)
+
+    assert metrics["eval_f1"] >= 0.8
+    assert sink.data_of("dataset_loaded")[0]["train_rows"] == 90
 
 
 def test_words_and_tags_must_pair_up(tmp_path: Path, tiny_bert: Path,

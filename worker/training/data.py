@@ -8,15 +8,18 @@ without reading a traceback.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 from datasets import ClassLabel, Dataset, Value
+from datasets.exceptions import DatasetGenerationError
 from huggingface_hub import HfApi
 from transformers import PreTrainedTokenizerBase
 
+from app.datasets.conll import ConllError, conll_sentences
 from app.jobs.spec import DatasetSpec, HubDataset, JobSpec
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
 from worker.training.events import EventSink
@@ -27,7 +30,7 @@ HUB_TIMEOUT_S = 10.0
 UNSET_MODEL_MAX_LENGTH = 1_000_000
 
 _FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-                      ".json": "json", ".parquet": "parquet"}
+                      ".json": "json", ".parquet": "parquet", ".conll": "conll"}
 # The `datasets` builder and its options for each format; the json builder reads both a
 # top-level array and JSON Lines.
 _BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -151,6 +154,8 @@ def _load_files(files: DataFiles, cache_dir: Path) -> dict[str, Dataset]:
 
 
 def _load_file(role: str, file: DataFile, cache_dir: Path) -> Dataset:
+    if file.format == "conll" and file.path.is_file():
+        return _load_conll(role, file.path, cache_dir)
     if file.format not in _BUILDERS:
         raise DatasetInvalid(f"unknown format {file.format!r} for the {role} file "
                              f"{file.path.name!r}")
@@ -170,6 +175,19 @@ def _load_file(role: str, file: DataFile, cache_dir: Path) -> Dataset:
     if not isinstance(dataset, Dataset):
         raise DatasetInvalid(f"the {role} file {file.path.name!r} did not load as a table")
     return dataset
+
+
+def _load_conll(role: str, path: Path, cache_dir: Path) -> Dataset:
+    def sentences() -> Iterator[dict[str, list[str]]]:
+        with path.open(encoding="utf-8-sig") as lines:
+            yield from conll_sentences(lines)
+
+    try:
+        return Dataset.from_generator(sentences, cache_dir=str(cache_dir))
+    except (ConllError, DatasetGenerationError) as exc:
+        cause = exc.__cause__ if isinstance(exc, DatasetGenerationError) else exc
+        raise DatasetInvalid(f"could not read the {role} file {path.name!r} as CoNLL: "
+                             f"{first_line(cause or exc)}") from exc
 
 
 def _load_hub(hub: HubDataset, cache_dir: Path) -> dict[str, Dataset]:
