@@ -74,7 +74,7 @@ def test_validation_label_unseen_in_train_is_named(tmp_path: Path, tiny_bert: Pa
 def test_all_rows_empty(tmp_path: Path, tiny_bert: Path) -> None:
     rows: list[dict[str, Any]] = [{"text": "   ", "label": "positive"},
                                   {"text": None, "label": "negative"},
-            {"text": "fine", "label": None}]
+                                  {"text": "fine", "label": None}]
 
     with pytest.raises(DatasetInvalid, match="no usable rows: all 3 rows"):
         _run(tmp_path, tiny_bert, rows)
