@@ -19,8 +19,9 @@ def domain_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
     return [{"text": row["text"]} for row in sentiment_rows(n, seed=seed)]
 
 
-def test_learns_the_domain_and_fills_masks(tmp_path: Path, tiny_bert: Path,
-                                           sink: RecordingSink) -> None:
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_learns_the_domain_and_fills_masks(tmp_path: Path, tiny_models: dict[str, Path],
+                                           family: str, sink: RecordingSink) -> None:
     train = write_rows(tmp_path / "train.jsonl", domain_rows(240))
     validation = write_rows(tmp_path / "validation.jsonl", domain_rows(48, seed=1))
     files = data_files(train, validation)
@@ -29,7 +30,8 @@ def test_learns_the_domain_and_fills_masks(tmp_path: Path, tiny_bert: Path,
         spec = make_spec("masked-lm", dataset={"validation": "uploaded-val"},
                          hyperparameters={"epochs": epochs, "learning_rate": learning_rate,
                                           "mlm_probability": 0.3})
-        return run_training(spec, files, str(tiny_bert), tmp_path / out, events=sink)
+        return run_training(spec, files, str(tiny_models[family]), tmp_path / out,
+                            events=sink)
 
     untrained = train_for(0.01, 1e-9, "untrained")
     trained = train_for(6, 5e-3, "trained")

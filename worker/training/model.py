@@ -53,7 +53,8 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
         # An unpinned Hub model cannot run code here: no remote code, and weights load only
         # from safetensors (checked above), so B615 is about reproducibility, not safety.
         tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
-            model_source, trust_remote_code=False, **location.options)
+            model_source, trust_remote_code=False, **location.options,
+            **recipe.tokenizer_options)
         # The same holds for the model's files.
         model = recipe.model_class.from_pretrained(  # nosec B615
             model_source, use_safetensors=True, trust_remote_code=False,

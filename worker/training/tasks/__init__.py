@@ -9,7 +9,7 @@ adding a task is adding a module here and its name to `Task` in the spec.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,8 @@ class TaskRecipe:
     collator: Callable[[PreTrainedTokenizerBase, JobSpec], Any]
     # Which models suit the task, for the hint of a job whose model does not.
     models_hint: str
+    # Options for loading the tokenizer.
+    tokenizer_options: dict[str, Any] = field(default_factory=dict)
     # Makes the Trainer's compute_metrics for a spec and the label names in id order; None
     # when the loss says it all (then nothing but the loss is kept from an evaluation).
     metrics: Callable[[JobSpec, list[str]], Callable[[EvalPrediction], Metrics]] | None = None

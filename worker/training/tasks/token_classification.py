@@ -116,4 +116,7 @@ RECIPE = TaskRecipe(
     model_class=AutoModelForTokenClassification, pipeline="token-classification", head=head,
     models_hint="Use an encoder with a fast tokenizer, such as BERT, RoBERTa or DistilBERT.",
     collator=lambda tokenizer, _: DataCollatorForTokenClassification(tokenizer),
-    metrics=metrics, class_report=report, tokenize=tokenize)
+    metrics=metrics, class_report=report, tokenize=tokenize,
+    # Byte-level BPE (RoBERTa, GPT-2) marks a word's start with its leading space; words
+    # handed over one by one must get it too, as they would in running text.
+    tokenizer_options={"add_prefix_space": True})
