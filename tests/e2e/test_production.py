@@ -33,6 +33,7 @@ from tests.e2e.service import (
 )
 from tests.factories import (
     entity_rows,
+    multi_label_rows,
     pickled_model,
     sentiment_rows,
     write_conll,
@@ -196,6 +197,22 @@ def test_token_classification_through_the_service(service: Service, tmp_path: Pa
     tagger = pipeline("token-classification", model=str(tmp_path / "download" / "model"))
     assert {entity["entity"] for entity in tagger("the dogs were awful")} <= {"B-TOPIC",
                                                                              "B-MOOD"}
+
+
+def test_multi_label_with_lora_through_the_service(service: Service, tmp_path: Path) -> None:
+    dataset = service.upload(write_rows(tmp_path / "tags.jsonl", multi_label_rows(200)))
+    job = service.submit({"task": "text-classification", "model": TINY_MODEL,
+                          "dataset": {"train": dataset["id"], "validation_split": 0.2,
+                                      "label_column": "labels", "multi_label": True},
+                          "hyperparameters": {"epochs": 6, "learning_rate": 1e-2},
+                          "lora": {"r": 4}})
+    finished = service.wait_for(job["id"])
+    assert finished["status"] == "succeeded", finished["error"]
+    assert finished["metrics"]["final"]["eval_f1_micro"] >= 0.7
+    paths = {a["path"] for a in service.client.get(
+        f"/v1/jobs/{job['id']}/artifacts").json()["data"]}
+    assert {"model.safetensors", "adapter/adapter_model.safetensors",
+            "adapter/adapter_config.json"} <= paths
 
 
 def test_two_projects_cannot_reach_each_other(service: Service, tmp_path: Path) -> None:
