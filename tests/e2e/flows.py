@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +58,8 @@ def train_download_predict(service: Service, tmp_path: Path) -> dict[str, Any]:
     body = service.client.get(f"/v1/jobs/{job['id']}/artifacts/config.json").content
     assert hashlib.sha256(body).hexdigest() == config["sha256"]
 
-    archive = service.client.get(f"/v1/jobs/{job['id']}/model")
-    assert archive.status_code == 200
-    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
-        tar.extractall(tmp_path / "download", filter="data")
-    classifier = pipeline("text-classification", model=str(tmp_path / "download" / "model"))
+    model = service.download_model(job["id"], tmp_path / "download")
+    classifier = pipeline("text-classification", model=str(model))
     unseen = sentiment_rows(60, seed=99)
     predictions = classifier([row["text"] for row in unseen])
     assert {p["label"] for p in predictions} <= set(LABELS)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +63,14 @@ class Service:
             response = self.client.post("/v1/datasets", files={"file": (path.name, stream)})
         assert response.status_code == 201, response.text
         return response.json()
+
+    def download_model(self, job_id: str, folder: Path) -> Path:
+        """The job's model archive, unpacked into `folder`; answers the model folder."""
+        archive = self.client.get(f"/v1/jobs/{job_id}/model")
+        assert archive.status_code == 200, archive.text
+        with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+            tar.extractall(folder, filter="data")
+        return folder / "model"
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         response = self.client.post("/v1/jobs", json=spec)

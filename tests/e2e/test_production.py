@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import http.client
-import io
 import itertools
 import select
 import socket
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,10 +152,8 @@ def test_masked_lm_through_the_service(service: Service, tmp_path: Path) -> None
     assert finished["status"] == "succeeded", finished["error"]
     final = finished["metrics"]["final"]
     assert final["eval_perplexity"] > 1 and "eval_loss" in final
-    archive = service.client.get(f"/v1/jobs/{job['id']}/model")
-    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
-        tar.extractall(tmp_path / "download", filter="data")
-    fill = pipeline("fill-mask", model=str(tmp_path / "download" / "model"))
+    model = service.download_model(job["id"], tmp_path / "download")
+    fill = pipeline("fill-mask", model=str(model))
     guesses = fill(f"a {fill.tokenizer.mask_token} movie")
     assert len(guesses) == 5 and all("token_str" in guess for guess in guesses)
 
@@ -175,10 +171,8 @@ def test_causal_lm_through_the_service(service: Service, tmp_path: Path) -> None
     assert finished["metrics"]["final"]["eval_perplexity"] > 1
     events = service.client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
     assert next(e for e in events if e["kind"] == "samples")["data"]["samples"]
-    archive = service.client.get(f"/v1/jobs/{job['id']}/model")
-    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
-        tar.extractall(tmp_path / "download", filter="data")
-    generate = pipeline("text-generation", model=str(tmp_path / "download" / "model"))
+    model = service.download_model(job["id"], tmp_path / "download")
+    generate = pipeline("text-generation", model=str(model))
     [output] = generate("what colour are cats ?", max_new_tokens=3, do_sample=False)
     assert output["generated_text"].startswith("what colour are cats ?")
 
@@ -191,10 +185,8 @@ def test_token_classification_through_the_service(service: Service, tmp_path: Pa
     finished = service.wait_for(job["id"])
     assert finished["status"] == "succeeded", finished["error"]
     assert finished["metrics"]["final"]["eval_f1"] >= 0.8
-    archive = service.client.get(f"/v1/jobs/{job['id']}/model")
-    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
-        tar.extractall(tmp_path / "download", filter="data")
-    tagger = pipeline("token-classification", model=str(tmp_path / "download" / "model"))
+    model = service.download_model(job["id"], tmp_path / "download")
+    tagger = pipeline("token-classification", model=str(model))
     assert {entity["entity"] for entity in tagger("the dogs were awful")} <= {"B-TOPIC",
                                                                              "B-MOOD"}
 
