@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
-from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    DataCollatorWithPadding,
+    EvalPrediction,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from app.jobs.spec import JobSpec
 from worker.training.data import PreparedData
@@ -47,6 +52,23 @@ class TaskRecipe:
     # Examples of what the trained model does, saved with it as samples.json.
     samples: Callable[[PreTrainedModel, PreTrainedTokenizerBase, PreparedData, JobSpec],
                       list[dict[str, str]]] | None = None
+
+
+ENCODER_HINT = "Use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM."
+
+
+def labelled_head(label_names: list[str], problem_type: str | None = None) -> dict[str, Any]:
+    """A head with one output per label; the names become id2label, so that the saved model
+    predicts the dataset's own names."""
+    head: dict[str, Any] = {"num_labels": len(label_names),
+                            "id2label": dict(enumerate(label_names)),
+                            "label2id": {name: index for index, name in enumerate(label_names)}}
+    return head | ({"problem_type": problem_type} if problem_type else {})
+
+
+def padded_batches(tokenizer: PreTrainedTokenizerBase, _: JobSpec) -> DataCollatorWithPadding:
+    """Batches padded to their longest row, never to max_seq_length."""
+    return DataCollatorWithPadding(tokenizer)
 
 
 def recipe_for(spec: JobSpec) -> TaskRecipe:

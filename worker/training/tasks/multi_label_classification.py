@@ -4,20 +4,13 @@ sigmoid per label and binary cross-entropy; a label is predicted at `multi_label
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EvalPrediction
+from transformers import AutoModelForSequenceClassification, EvalPrediction
 
 from app.jobs.spec import JobSpec
 from worker.training.metrics import Metrics, model_outputs, multi_label_metrics, multi_label_report
-from worker.training.tasks import TaskRecipe
-
-
-def head(label_names: list[str]) -> dict[str, Any]:
-    return {"num_labels": len(label_names), "problem_type": "multi_label_classification",
-            "id2label": dict(enumerate(label_names)),
-            "label2id": {name: index for index, name in enumerate(label_names)}}
+from worker.training.tasks import ENCODER_HINT, TaskRecipe, labelled_head, padded_batches
 
 
 def _threshold(spec: JobSpec) -> float:
@@ -33,8 +26,8 @@ def metrics(spec: JobSpec, _: list[str]) -> Callable[[EvalPrediction], Metrics]:
 
 
 RECIPE = TaskRecipe(
-    model_class=AutoModelForSequenceClassification, pipeline="text-classification", head=head,
-    models_hint="Use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM.",
-    collator=lambda tokenizer, _: DataCollatorWithPadding(tokenizer), metrics=metrics,
+    model_class=AutoModelForSequenceClassification, pipeline="text-classification",
+    head=lambda names: labelled_head(names, "multi_label_classification"),
+    models_hint=ENCODER_HINT, collator=padded_batches, metrics=metrics,
     class_report=lambda outputs, labels, names, spec: multi_label_report(
         outputs, labels, names, _threshold(spec)))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EvalPrediction
+from transformers import AutoModelForSequenceClassification, EvalPrediction
 
 from worker.training.metrics import (
     Metrics,
@@ -13,14 +11,7 @@ from worker.training.metrics import (
     model_outputs,
     per_class_report,
 )
-from worker.training.tasks import TaskRecipe
-
-
-def head(label_names: list[str]) -> dict[str, Any]:
-    # The label names become id2label, so the saved model predicts the dataset's own names.
-    return {"num_labels": len(label_names), "problem_type": "single_label_classification",
-            "id2label": dict(enumerate(label_names)),
-            "label2id": {name: index for index, name in enumerate(label_names)}}
+from worker.training.tasks import ENCODER_HINT, TaskRecipe, labelled_head, padded_batches
 
 
 def compute_metrics(prediction: EvalPrediction) -> Metrics:
@@ -29,9 +20,9 @@ def compute_metrics(prediction: EvalPrediction) -> Metrics:
 
 
 RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
-                    pipeline="text-classification", head=head,
-                    models_hint="Use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM.",
-                    collator=lambda tokenizer, _: DataCollatorWithPadding(tokenizer),
+                    pipeline="text-classification",
+                    head=lambda names: labelled_head(names, "single_label_classification"),
+                    models_hint=ENCODER_HINT, collator=padded_batches,
                     metrics=lambda _spec, _names: compute_metrics,
                     class_report=lambda outputs, labels, names, _: per_class_report(
                         outputs, labels, names))

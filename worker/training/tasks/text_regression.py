@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EvalPrediction
+from transformers import AutoModelForSequenceClassification, EvalPrediction
 
 from worker.training.metrics import Metrics, model_outputs, regression_metrics
-from worker.training.tasks import TaskRecipe
-
-
-def head(_: list[str]) -> dict[str, Any]:
-    return {"num_labels": 1, "problem_type": "regression"}
+from worker.training.tasks import ENCODER_HINT, TaskRecipe, padded_batches
 
 
 def compute_metrics(prediction: EvalPrediction) -> Metrics:
@@ -21,7 +15,7 @@ def compute_metrics(prediction: EvalPrediction) -> Metrics:
 
 
 RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
-                    pipeline="text-classification", head=head,
-                    models_hint="Use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM.",
-                    collator=lambda tokenizer, _: DataCollatorWithPadding(tokenizer),
+                    pipeline="text-classification",
+                    head=lambda _: {"num_labels": 1, "problem_type": "regression"},
+                    models_hint=ENCODER_HINT, collator=padded_batches,
                     metrics=lambda _spec, _names: compute_metrics)

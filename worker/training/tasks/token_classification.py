@@ -28,8 +28,7 @@ from worker.training.data import PreparedData, model_length
 from worker.training.errors import InvalidSpec
 from worker.training.labels import LABELS
 from worker.training.metrics import Metrics, model_outputs
-from worker.training.tasks import TaskRecipe
-from worker.training.tasks.text_classification import head
+from worker.training.tasks import TaskRecipe, labelled_head
 
 IGNORED = -100
 
@@ -113,7 +112,8 @@ def report(logits: np.ndarray, labels: np.ndarray, names: list[str],
 
 
 RECIPE = TaskRecipe(
-    model_class=AutoModelForTokenClassification, pipeline="token-classification", head=head,
+    model_class=AutoModelForTokenClassification, pipeline="token-classification",
+    head=labelled_head,
     models_hint="Use an encoder with a fast tokenizer, such as BERT, RoBERTa or DistilBERT.",
     collator=lambda tokenizer, _: DataCollatorForTokenClassification(tokenizer),
     metrics=metrics, class_report=report, tokenize=tokenize,
