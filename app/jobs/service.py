@@ -14,6 +14,7 @@ from app.config import Settings
 from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from app.jobs.spec import JobSpec
+from app.jobs.task_rules import LABEL, LABEL_KINDS, LABEL_LIST, Column, columns_read, type_problem
 from app.models import (
     ApiKey,
     Dataset,
@@ -104,8 +105,8 @@ def _check_quota(session: Session, project_id: str, quota: int) -> None:
 
 
 def _check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str, Dataset]:
-    """Every referenced dataset exists and has the columns the spec names (422 otherwise)."""
-    fields = spec.columns_read()
+    """Every referenced dataset exists and has the columns the spec names, holding the kind
+    of values the task reads (422 otherwise)."""
     used: dict[str, Dataset] = {}
     for role, dataset_id in spec.dataset.uploaded_ids().items():
         dataset = session.get(Dataset, dataset_id) if is_id(dataset_id) else None
@@ -114,37 +115,27 @@ def _check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str
             raise InvalidRequest(f"no dataset with id {dataset_id}", code="dataset_not_found",
                                  param=f"dataset.{role}")
         types = {column["name"]: column["type"] for column in dataset.columns}
-        for field, column in fields.items():
-            if column not in types:
+        for column in columns_read(spec):
+            if column.name not in types:
                 raise InvalidRequest(
-                    f"column '{column}' is not in the {role} dataset {dataset_id}; "
+                    f"column '{column.name}' is not in the {role} dataset {dataset_id}; "
                     f"its columns are: {', '.join(types)}",
-                    code="column_not_found", param=f"dataset.{field}")
-        if spec.task == "token-classification":
-            for field in ("tokens_column", "tags_column"):
-                if types[fields[field]] != "list":
-                    raise InvalidRequest(
-                        f"token-classification needs a list per row in '{fields[field]}'; "
-                        f"dataset {dataset_id} holds {types[fields[field]]} values there "
-                        "(use JSON Lines, JSON or Parquet)",
-                        code="invalid_label_column", param=f"dataset.{field}")
-        label_type = types.get(spec.dataset.label_column)
-        if spec.task == "text-classification" and spec.dataset.multi_label != (
-                label_type == "list"):
-            raise InvalidRequest(
-                f"'{spec.dataset.label_column}' in dataset {dataset_id} holds {label_type} "
-                "values: " + ("set dataset.multi_label to true for a list of labels per row"
-                              if label_type == "list" else
-                              "multi-label classification needs a list of labels per row "
-                              "(JSON Lines, JSON or Parquet)"),
-                code="invalid_label_column", param="dataset.multi_label")
-        if spec.task == "text-regression" and label_type not in ("integer", "float"):
-            raise InvalidRequest(
-                f"text-regression needs a numeric label column; '{spec.dataset.label_column}' "
-                f"in dataset {dataset_id} holds {label_type} values",
-                code="invalid_label_column", param="dataset.label_column")
+                    code="column_not_found", param=f"dataset.{column.field}")
+            expected = type_problem(column, types[column.name])
+            if expected is not None:
+                _refuse_column_type(spec, column, types[column.name], expected, dataset_id)
         used[role] = dataset
     return used
+
+
+def _refuse_column_type(spec: JobSpec, column: Column, found: str, expected: str,
+                        dataset_id: str) -> None:
+    multi_label_choice = column.kind in (LABEL, LABEL_LIST)
+    raise InvalidRequest(
+        f"{spec.task} needs {expected} in '{column.name}'; dataset {dataset_id} holds "
+        f"{found} values there",
+        code="invalid_label_column" if column.kind in LABEL_KINDS else "invalid_column_type",
+        param="dataset.multi_label" if multi_label_choice else f"dataset.{column.field}")
 
 
 def get(session: Session, caller: Caller, job_id: str) -> Job:

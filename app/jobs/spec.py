@@ -12,8 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Task = Literal["text-classification", "text-regression", "token-classification", "masked-lm",
-               "causal-lm"]
+from app.jobs.task_rules import MULTI_LABEL_METRICS, TASK_FIELDS, TASK_METRICS, columns_read
+
+Task = Literal["text-classification", "text-regression", "token-classification",
+               "question-answering", "seq2seq", "masked-lm", "causal-lm"]
 Optimizer = Literal["adamw", "sgd", "adafactor"]
 Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
@@ -80,6 +82,30 @@ class DatasetSpec(_Strict):
         default=None, description="causal-lm: the prompt of prompt/completion rows")
     completion_column: _COLUMN | None = Field(
         default=None, description="causal-lm: the completion of prompt/completion rows")
+    messages_column: _COLUMN | None = Field(
+        default=None, description="causal-lm: a chat per row, a list of {role, content}, "
+                                  "rendered with the tokenizer's chat template")
+    question_column: _COLUMN = Field(default="question", description="question-answering")
+    context_column: _COLUMN = Field(default="context", description="question-answering")
+    answers_column: _COLUMN = Field(
+        default="answers", description="question-answering: SQuAD answers, "
+                                       '{"text": [...], "answer_start": [...]} per row')
+    answer_column: _COLUMN | None = Field(
+        default=None, description="question-answering with flat columns: the answer's text "
+                                  "(instead of answers_column)")
+    answer_start_column: _COLUMN | None = Field(
+        default=None, description="question-answering with flat columns: the answer's first "
+                                  "character in the context; default: where the text first "
+                                  "occurs")
+    allow_unanswerable: bool = Field(
+        default=False, description="question-answering: rows may have no answer (SQuAD 2.0); "
+                                   "the model learns to answer nothing to them")
+    source_column: _COLUMN = Field(default="source", description="seq2seq: the input text")
+    target_column: _COLUMN = Field(default="target", description="seq2seq: the text to write")
+    source_prefix: str | None = Field(
+        default=None, max_length=500,
+        description="seq2seq: put before every source, e.g. 'translate English to German: ' "
+                    "for T5")
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
@@ -130,8 +156,25 @@ class Hyperparameters(_Strict):
         default=None, gt=0.0, lt=1.0,
         description="masked-lm only: the share of tokens masked for prediction (default 0.15)")
     train_on_completion_only: bool | None = Field(
-        default=None, description="causal-lm with prompt/completion rows: the loss counts the "
-                                  "completion's tokens only (default true)")
+        default=None, description="causal-lm with prompt/completion or chat rows: the loss "
+                                  "counts the completion's (the assistant's) tokens only "
+                                  "(default true)")
+    doc_stride: int | None = Field(
+        default=None, ge=1, le=8192,
+        description="question-answering: tokens shared by consecutive windows of a long "
+                    "context (default max_seq_length // 4)")
+    max_answer_length: int | None = Field(
+        default=None, ge=1, le=8192,
+        description="question-answering: the longest answer predicted, in tokens (default 30)")
+    max_target_length: int | None = Field(
+        default=None, ge=1, le=8192,
+        description="seq2seq: targets are cut to this many tokens (default 128)")
+    generation_max_length: int | None = Field(
+        default=None, ge=1, le=8192,
+        description="seq2seq: tokens generated at evaluation (default max_target_length)")
+    num_beams: int | None = Field(
+        default=None, ge=1, le=64,
+        description="seq2seq: beams of the beam search at evaluation (default 1: greedy)")
 
     @model_validator(mode="after")
     def _one_warmup(self) -> Hyperparameters:
@@ -146,26 +189,6 @@ class Freeze(_Strict):
                                description="Number of lower encoder layers to freeze")
     encoder: bool = Field(default=False,
                           description="Freeze the whole encoder: train the head only")
-
-
-# The metrics each task's evaluation reports (as eval_<name>), and its default for choosing
-# the best model: macro F1 copes with unbalanced classes, MSE is what regression minimises.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "text-classification": ("f1", "accuracy", "precision", "recall", "loss"),
-    "text-regression": ("mse", "mae", "r2", "pearson", "spearman", "loss"),
-    "token-classification": ("f1", "precision", "recall", "accuracy", "loss"),
-    "masked-lm": ("loss", "perplexity"),
-    "causal-lm": ("loss", "perplexity"),
-}
-MULTI_LABEL_METRICS = ("f1_micro", "f1_macro", "subset_accuracy", "hamming_loss",
-                       "precision_micro", "recall_micro", "loss")
-_LOWER_IS_BETTER = ("loss", "mse", "mae", "perplexity", "hamming_loss")
-# Tasks that learn from the text alone: no label column.
-TEXT_ONLY_TASKS = ("masked-lm", "causal-lm")
-
-
-def greater_is_better(metric: str) -> bool:
-    return metric not in _LOWER_IS_BETTER
 
 
 class Lora(_Strict):
@@ -255,25 +278,28 @@ class JobSpec(_Strict):
         if wants_best and (self.evaluation.strategy == "no" or not self.dataset.has_validation):
             raise ValueError("early_stopping and evaluation.keep_best_model choose among "
                              "evaluations: give validation data and an evaluation strategy")
-        if self.hyperparameters.mlm_probability is not None and self.task != "masked-lm":
-            raise ValueError("hyperparameters.mlm_probability is for the masked-lm task only")
-        if self.task in TEXT_ONLY_TASKS and self.dataset.text_pair_column:
-            raise ValueError(f"{self.task} learns from text alone; remove "
-                             "dataset.text_pair_column")
-        prompts = (self.dataset.prompt_column, self.dataset.completion_column)
-        if any(prompts) and (self.task != "causal-lm" or not all(prompts)):
-            raise ValueError("dataset.prompt_column and dataset.completion_column go together, "
-                             "with the causal-lm task")
-        if self.hyperparameters.train_on_completion_only is not None and not all(prompts):
+        self._refuse_other_tasks_fields()
+        dataset, hyper = self.dataset, self.hyperparameters
+        prompts = (dataset.prompt_column, dataset.completion_column)
+        if any(prompts) and not all(prompts):
+            raise ValueError("dataset.prompt_column and dataset.completion_column go together")
+        if any(prompts) and dataset.messages_column:
+            raise ValueError("give dataset.messages_column or dataset.prompt_column and "
+                             "dataset.completion_column, not both")
+        if hyper.train_on_completion_only is not None and not (any(prompts)
+                                                               or dataset.messages_column):
             raise ValueError("hyperparameters.train_on_completion_only needs "
-                             "dataset.prompt_column and dataset.completion_column")
+                             "dataset.prompt_column and dataset.completion_column, or "
+                             "dataset.messages_column")
+        if dataset.answer_start_column and not dataset.answer_column:
+            raise ValueError("dataset.answer_start_column goes with dataset.answer_column")
+        if (hyper.doc_stride or 0) >= hyper.max_seq_length // 2:
+            raise ValueError("hyperparameters.doc_stride must be under half of max_seq_length: "
+                             "each window must move on by more than it keeps")
         if self.lora is not None and self.freeze.model_dump(exclude_defaults=True):
             raise ValueError("lora and freeze do not go together: LoRA already keeps the "
                              "backbone's weights fixed; remove freeze")
-        multi_label = self.dataset.multi_label
-        if multi_label and self.task != "text-classification":
-            raise ValueError("dataset.multi_label goes with the text-classification task")
-        if self.hyperparameters.multi_label_threshold is not None and not multi_label:
+        if self.hyperparameters.multi_label_threshold is not None and not dataset.multi_label:
             raise ValueError("hyperparameters.multi_label_threshold needs dataset.multi_label")
         metric = self.evaluation.metric_for_best_model
         if metric is not None and metric not in self.metric_names():
@@ -286,20 +312,19 @@ class JobSpec(_Strict):
         for choosing the best model."""
         return MULTI_LABEL_METRICS if self.dataset.multi_label else TASK_METRICS[self.task]
 
+    def _refuse_other_tasks_fields(self) -> None:
+        for path, tasks in TASK_FIELDS.items():
+            section_name, name = path.split(".")
+            section = getattr(self, section_name)
+            if self.task not in tasks and getattr(section, name) != \
+                    type(section).model_fields[name].default:
+                raise ValueError(f"{path} is for the {' and '.join(tasks)} task"
+                                 f"{'s' if len(tasks) > 1 else ''} only; remove it for "
+                                 f"{self.task}")
+
     def columns_read(self) -> dict[str, str]:
         """The dataset columns the task reads, by the spec field that names them."""
-        if self.task == "token-classification":
-            return {"tokens_column": self.dataset.tokens_column,
-                    "tags_column": self.dataset.tags_column}
-        if self.dataset.prompt_column and self.dataset.completion_column:
-            return {"prompt_column": self.dataset.prompt_column,
-                    "completion_column": self.dataset.completion_column}
-        columns = {"text_column": self.dataset.text_column}
-        if self.task not in TEXT_ONLY_TASKS:
-            if self.dataset.text_pair_column:
-                columns["text_pair_column"] = self.dataset.text_pair_column
-            columns["label_column"] = self.dataset.label_column
-        return columns
+        return {column.field: column.name for column in columns_read(self)}
 
     def resolved(self) -> JobSpec:
         """The spec with the defaults that depend on other fields filled in."""
@@ -319,6 +344,14 @@ class JobSpec(_Strict):
             spec.hyperparameters.warmup_steps = 0
         if spec.task == "masked-lm" and spec.hyperparameters.mlm_probability is None:
             spec.hyperparameters.mlm_probability = 0.15
-        if spec.dataset.prompt_column and spec.hyperparameters.train_on_completion_only is None:
-            spec.hyperparameters.train_on_completion_only = True
+        hyper, chat = spec.hyperparameters, spec.dataset.messages_column
+        if (spec.dataset.prompt_column or chat) and hyper.train_on_completion_only is None:
+            hyper.train_on_completion_only = True
+        if spec.task == "question-answering":
+            hyper.doc_stride = hyper.doc_stride or hyper.max_seq_length // 4
+            hyper.max_answer_length = hyper.max_answer_length or 30
+        if spec.task == "seq2seq":
+            hyper.max_target_length = hyper.max_target_length or 128
+            hyper.generation_max_length = hyper.generation_max_length or hyper.max_target_length
+            hyper.num_beams = hyper.num_beams or 1
         return spec

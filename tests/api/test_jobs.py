@@ -70,7 +70,19 @@ class TestSubmit:
     @pytest.mark.parametrize(("spec", "words"), [
         ({"task": "text-classification", "hyperparameters": {"mlm_probability": 0.2}},
          "masked-lm task only"),
-        ({"task": "masked-lm", "dataset": {"text_pair_column": "b"}}, "learns from text alone"),
+        ({"task": "masked-lm", "dataset": {"text_pair_column": "b"}},
+         "text-regression tasks only; remove it for masked-lm"),
+        ({"task": "text-classification", "dataset": {"allow_unanswerable": True}},
+         "dataset.allow_unanswerable is for the question-answering task only"),
+        ({"task": "question-answering", "hyperparameters": {"num_beams": 4}},
+         "hyperparameters.num_beams is for the seq2seq task only"),
+        ({"task": "question-answering", "dataset": {"answer_start_column": "start"}},
+         "answer_start_column goes with dataset.answer_column"),
+        ({"task": "question-answering", "hyperparameters": {"doc_stride": 64}},
+         "doc_stride must be under half of max_seq_length"),
+        ({"task": "causal-lm", "dataset": {"messages_column": "chat", "prompt_column": "p",
+                                           "completion_column": "c"}},
+         "not both"),
         ({"task": "masked-lm", "evaluation": {"metric_for_best_model": "f1"}},
          "must be one of loss, perplexity"),
     ])
@@ -123,7 +135,7 @@ class TestSubmit:
         flat = {"task": "token-classification", "model": "tiny/bert",
                 "dataset": {"train": dataset["id"], "tokens_column": "text",
                             "tags_column": "label"}}
-        error = assert_error(api.post("/v1/jobs", json=flat), 422, "invalid_label_column",
+        error = assert_error(api.post("/v1/jobs", json=flat), 422, "invalid_column_type",
                              "dataset.tokens_column")
         assert "a list per row" in error["message"]
 
@@ -146,7 +158,8 @@ class TestSubmit:
 
     @pytest.mark.parametrize(("dataset_fields", "words"), [
         ({"prompt_column": "q"}, "go together"),
-        ({"prompt_column": "q", "completion_column": "a", "task": "masked-lm"}, "go together"),
+        ({"prompt_column": "q", "completion_column": "a", "task": "masked-lm"},
+         "is for the causal-lm task only"),
     ])
     def test_prompt_columns_go_with_causal_lm(self, api: TestClient, dataset: dict[str, Any],
                                               dataset_fields: dict[str, Any], words: str) -> None:

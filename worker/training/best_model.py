@@ -24,7 +24,8 @@ from transformers import (
     TrainingArguments,
 )
 
-from app.jobs.spec import EarlyStopping, greater_is_better
+from app.jobs.spec import EarlyStopping
+from app.jobs.task_rules import greater_is_better
 from worker.training.events import EventSink
 
 _WEIGHTS = "model.safetensors"

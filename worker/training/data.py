@@ -21,6 +21,15 @@ from transformers import PreTrainedTokenizerBase
 
 from app.datasets.conll import ConllError, conll_sentences
 from app.jobs.spec import DatasetSpec, HubDataset, JobSpec
+from app.jobs.task_rules import (
+    ANSWER,
+    LABEL_KINDS,
+    MESSAGES,
+    TAGS,
+    TEXT,
+    WORDS,
+    columns_read,
+)
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
 from worker.training.events import EventSink
 from worker.training.labels import LABELS, encode_labels
@@ -37,6 +46,10 @@ _BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
     "csv": ("csv", {}), "tsv": ("csv", {"delimiter": "\t"}), "jsonl": ("json", {}),
     "json": ("json", {}), "parquet": ("parquet", {})}
 _TEXT_TYPES = ("string", "large_string")
+_STRING_KINDS = (TEXT, ANSWER)
+# Kinds of column whose empty values make a row useless; a missing answer only means that the
+# question has none, and the task decides whether that is allowed.
+_NOT_EMPTY_KINDS = (TEXT, WORDS, TAGS, MESSAGES)
 
 
 @dataclass(frozen=True)
@@ -223,26 +236,24 @@ def _load_hub(hub: HubDataset, cache_dir: Path) -> dict[str, Dataset]:
 
 def _check_columns(role: str, dataset: Dataset, spec: JobSpec) -> None:
     present = dataset.column_names
-    missing = [column for column in spec.columns_read().values() if column not in present]
+    missing = [column for column in columns_read(spec) if column.name not in present]
     if missing:
         raise DatasetInvalid(
-            f"the {role} data has no column {', '.join(map(repr, missing))}; its columns are "
-            f"{', '.join(map(repr, present))}. Set dataset.text_column, "
-            f"dataset.text_pair_column or dataset.label_column to the right names.")
+            f"the {role} data has no column {', '.join(repr(c.name) for c in missing)}; its "
+            f"columns are {', '.join(map(repr, present))}. Set "
+            f"{' or '.join('dataset.' + c.field for c in missing)} to the right name.")
 
 
 def _text_columns_as_strings(role: str, dataset: Dataset, spec: JobSpec) -> Dataset:
-    if spec.task == "token-classification":
-        return dataset  # lists of words and tags, checked as labels are
-    for field_name, column in spec.columns_read().items():
-        feature = dataset.features[column]
-        if field_name == "label_column" or (isinstance(feature, Value)
-                                            and feature.dtype in _TEXT_TYPES):
+    for column in columns_read(spec):
+        feature = dataset.features[column.name]
+        if column.kind not in _STRING_KINDS or (isinstance(feature, Value)
+                                                and feature.dtype in _TEXT_TYPES):
             continue
         try:
-            dataset = dataset.cast_column(column, Value("string"))
+            dataset = dataset.cast_column(column.name, Value("string"))
         except (TypeError, ValueError) as exc:
-            raise DatasetInvalid(f"the {role} column {column!r} must hold text; it holds "
+            raise DatasetInvalid(f"the {role} column {column.name!r} must hold text; it holds "
                                  f"{feature}") from exc
     return dataset
 
@@ -256,19 +267,21 @@ def _is_missing(value: Any) -> bool:
 
 
 def _drop_unusable_rows(dataset: Dataset, spec: JobSpec) -> Dataset:
-    columns = spec.columns_read()
-    label_column = columns.pop("label_column", None)
-    text_columns = list(columns.values())
+    """Rows with an empty text, word list or chat, or without a label, teach nothing."""
+    columns = columns_read(spec)
+    required = [column.name for column in columns if column.kind in _NOT_EMPTY_KINDS]
+    labels = [column.name for column in columns if column.kind in LABEL_KINDS]
     # ClassLabel datasets (GLUE test splits, for one) mark "no label" with -1.
-    no_label = (-1 if label_column and isinstance(dataset.features[label_column], ClassLabel)
-                else None)
+    no_label = {name: -1 if isinstance(dataset.features[name], ClassLabel) else None
+                for name in labels}
 
     def usable(batch: dict[str, list[Any]]) -> list[bool]:
-        texts = zip(*(batch[column] for column in text_columns), strict=True)
-        labels = batch[label_column] if label_column else [True] * len(batch[text_columns[0]])
-        return [not _is_missing(label) and label != no_label
-                and not any(_is_missing(text) or text == [] for text in row_texts)
-                for label, row_texts in zip(labels, texts, strict=True)]
+        rows = len(next(iter(batch.values())))
+        return [all(not _is_missing(batch[name][row]) and batch[name][row] != []
+                    for name in required)
+                and all(not _is_missing(batch[name][row]) and batch[name][row] != no_label[name]
+                        for name in labels)
+                for row in range(rows)]
 
     return dataset.filter(usable, batched=True)
 

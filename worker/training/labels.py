@@ -11,7 +11,8 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset, Sequence, Value
 
-from app.jobs.spec import TEXT_ONLY_TASKS, JobSpec
+from app.jobs.spec import JobSpec
+from app.jobs.task_rules import LABEL_KINDS, columns_read
 from worker.training.errors import DatasetInvalid
 
 # The column every prepared split carries its encoded label in: what the Trainer expects.
@@ -22,7 +23,7 @@ _SHOWN_VALUES = 5
 def encode_labels(spec: JobSpec,
                     cleaned: dict[str, Dataset]) -> tuple[list[str], dict[str, Dataset]]:
     """The label names in id order, and the splits with their labels encoded as `labels`."""
-    if spec.task in TEXT_ONLY_TASKS:
+    if not any(column.kind in LABEL_KINDS for column in columns_read(spec)):
         return [], cleaned
     if spec.task == "token-classification":
         return _tag_ids(cleaned, spec.dataset.tokens_column, spec.dataset.tags_column)
