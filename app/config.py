@@ -63,6 +63,14 @@ class Settings(BaseSettings):
                                         description="Time a cancelled job gets to stop by itself "
                                                     "before its process group is signalled")
 
+    dry_run_wait_seconds: float = Field(default=30.0, ge=0.0,
+                                        description="How long POST /v1/jobs/validate waits for "
+                                                    "a worker's report before it answers 202 "
+                                                    "with the dry run's id to poll")
+    dry_run_claim_seconds: float = Field(default=120.0, gt=0,
+                                         description="A dry run claimed this long ago and not "
+                                                     "answered is taken over by another worker")
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:

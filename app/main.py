@@ -22,6 +22,7 @@ from app.body_limit import BodySizeLimit
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import make_engine, make_session_factory
+from app.dry_runs.router import router as dry_runs_router
 from app.errors import ErrorBody, ErrorDetail, ServiceError, error_responses
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
@@ -71,7 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     # Every /v1 route authenticates its caller first (routes reuse the same, cached, caller),
     # so each can answer these.
-    for router in (datasets_router, jobs_router, artifacts_router, keys_router):
+    for router in (datasets_router, jobs_router, dry_runs_router, artifacts_router,
+                   keys_router):
         app.include_router(router, responses=error_responses(401, 403, 422, 429),
                            dependencies=[Depends(authenticate),
                                          Depends(reject_unknown_query_parameters)])

@@ -242,3 +242,22 @@ class IdempotencyKey(Base):
     request_sha256: Mapped[str] = mapped_column(String(64))
     object_id: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DryRun(Base):
+    """A job spec checked by a worker without running it: POST /v1/jobs/validate."""
+
+    __tablename__ = "dry_run"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True,
+                                    default=lambda: new_id("dry"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id"), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    # pending, running (a worker claimed it), done (`result` holds the report).
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    # The worker computing it, and since when: a claim that grows old is taken over.
+    claim_owner: Mapped[str | None] = mapped_column(String(255))
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

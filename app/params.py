@@ -18,6 +18,7 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job's id (`job_…`)")]
 DatasetId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset's id (`ds_…`)")]
+DryRunId = Annotated[str, Path(pattern=ID_PATTERN, description="A dry run's id (`dry_…`)")]
 
 
 def is_id(value: str) -> bool:

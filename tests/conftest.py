@@ -79,7 +79,9 @@ def settings(database_url: str, tmp_path: Path, model_catalog: Path,
     broker = tmp_path_factory.getbasetemp() / "broker.sqlite"
     return Settings(database_url=database_url, broker_url=f"sqla+sqlite:///{broker}",
                     storage_dir=tmp_path / "storage", models_dir=model_catalog,
-                    max_upload_bytes=1024 * 1024, auto_migrate=False)
+                    max_upload_bytes=1024 * 1024, auto_migrate=False,
+                    # No dry-run server runs unless a test starts one: answer 202 at once.
+                    dry_run_wait_seconds=0)
 
 
 def create_key(app: FastAPI, project: str, *, admin: bool = False) -> str:

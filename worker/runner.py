@@ -160,8 +160,7 @@ def _train_job(job_id: str, settings: Any, session_factory: Any,
 def _load_job(job_id: str, session_factory: Any, storage: Any) -> tuple[Any, Any]:
     """The job's spec and the files of its datasets."""
     from app.jobs.spec import JobSpec
-    from app.models import Dataset, Job
-    from worker.training.data import DataFile, DataFiles
+    from app.models import Job
     from worker.training.errors import TrainingError
 
     with session_factory() as session:
@@ -169,15 +168,24 @@ def _load_job(job_id: str, session_factory: Any, storage: Any) -> tuple[Any, Any
         if job is None:
             raise TrainingError(f"job {job_id} is not in the database")
         spec = JobSpec.model_validate(job.spec)
-        files = {}
-        for role, dataset_id in spec.dataset.uploaded_ids().items():
-            dataset = session.get(Dataset, dataset_id)
-            if dataset is None:
-                raise TrainingError(f"dataset {dataset_id} ({role}) no longer exists",
-                                    hint="Upload the data again and submit a new job.")
-            files[role] = DataFile(storage.dataset_path(dataset.id, dataset.format),
-                                   dataset.format)
-    return spec, DataFiles(**files)
+        return spec, data_files(session, spec, storage)
+
+
+def data_files(session: Any, spec: Any, storage: Any) -> Any:
+    """The stored files of the datasets `spec` reads, as DataFiles."""
+    from app.models import Dataset
+    from worker.training.data import DataFile, DataFiles
+    from worker.training.errors import TrainingError
+
+    files = {}
+    for role, dataset_id in spec.dataset.uploaded_ids().items():
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None:
+            raise TrainingError(f"dataset {dataset_id} ({role}) no longer exists",
+                                hint="Upload the data again and submit a new job.")
+        files[role] = DataFile(storage.dataset_path(dataset.id, dataset.format),
+                               dataset.format)
+    return DataFiles(**files)
 
 
 def _write_outcome(work_dir: Path, outcome: dict[str, Any]) -> None:

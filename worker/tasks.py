@@ -1,4 +1,4 @@
-"""jobs.run and the reaper: what a worker process runs besides Celery itself."""
+"""jobs.run, the reaper and the dry-run process: what a worker runs besides Celery itself."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from app.db import transaction
 from app.jobs import lifecycle
 from app.storage import LocalStorage
 from worker.celery_app import RUN_JOB
+from worker.dry_runs import DryRunProcess
 from worker.standby import StandbyTrainer
 from worker.supervisor import JobSupervisor
 
@@ -25,6 +26,7 @@ def register_tasks(celery: Celery, settings: Settings,
                    session_factory: sessionmaker[Session]) -> None:
     storage = LocalStorage(settings.storage_dir)
     standby = StandbyTrainer()
+    dry_run_process = DryRunProcess()
     stopped = threading.Event()
 
     def enqueue(job_id: str) -> None:
@@ -42,6 +44,7 @@ def register_tasks(celery: Celery, settings: Settings,
     def reap_forever() -> None:
         # Every worker reaps: the conditional updates make concurrent reapers harmless.
         while not stopped.wait(settings.reaper_interval_seconds):
+            dry_run_process.start()  # again, if it died (a dry run out of memory)
             try:
                 with transaction(session_factory) as session:
                     lifecycle.reap(session, resend_after_seconds=settings.resend_after_seconds,
@@ -51,11 +54,13 @@ def register_tasks(celery: Celery, settings: Settings,
 
     def on_ready(**_: object) -> None:
         standby.start()
+        dry_run_process.start()
         threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
 
     def on_shutdown(**_: object) -> None:
         stopped.set()
         standby.stop()
+        dry_run_process.stop()
 
     worker_ready.connect(on_ready, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,35 +48,14 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
     `label_names` are the class names in id order (empty for tasks without classes); the
     task's head makes them the config's id2label, so the model predicts the data's own names.
     """
-    location = _locate_model(spec.model, model_source)
-    _refuse_unsafe_weights(spec.model, location)
+    location = checked_location(spec.model, model_source)
     recipe = recipe_for(spec)
-    try:
-        # An unpinned Hub model cannot run code here: no remote code, and weights load only
-        # from safetensors (checked above), so B615 is about reproducibility, not safety.
-        tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
-            model_source, trust_remote_code=False, **location.options,
-            **recipe.tokenizer_options)
-        # The same holds for the model's files.
+    tokenizer = load_tokenizer(spec, model_source, location)
+    with loading_errors(spec):
+        # Safetensors only (checked first) and no remote code, as for the tokenizer.
         model = recipe.model_class.from_pretrained(  # nosec B615
             model_source, use_safetensors=True, trust_remote_code=False,
             **location.options, **recipe.head(label_names))
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise OutOfMemory(f"not enough memory to load {spec.model!r}") from exc
-    except ValueError as exc:
-        if "Unrecognized configuration class" not in str(exc):
-            raise ModelLoadFailed(f"could not load {spec.model!r} for {spec.task}: "
-                                  f"{first_line(exc)}") from exc
-        raise InvalidSpec(f"{spec.model} cannot be trained for {spec.task}: transformers has "
-                          f"no {spec.task} head for its architecture",
-                          hint=recipe.models_hint) from exc
-    except Exception as exc:  # unknown architecture, custom code, missing or bad files...
-        raise ModelLoadFailed(f"could not load {spec.model!r} for {spec.task}: "
-                              f"{first_line(exc)}") from exc
-
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        # GPT-style tokenizers have no padding token, and batches need one.
-        tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         # GPT-style heads find each sequence's last token by the padding id.
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -83,9 +64,7 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
     freeze(model, spec.freeze, spec.model)
     if spec.lora is not None:
         model = with_lora(model, spec.lora, spec)
-    total = sum(parameter.numel() for parameter in model.parameters())
-    trainable = sum(parameter.numel() for parameter in model.parameters()
-                    if parameter.requires_grad)
+    total, trainable = count_parameters(model)
     share = trainable / total if total else 0.0
     events.event("model_loaded",
                  f"loaded {spec.model} ({architecture}{' with LoRA' if spec.lora else ''}): "
@@ -94,6 +73,53 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
                   "total_parameters": total, "trainable_parameters": trainable,
                   "trainable_share": round(share, 6)})
     return model, tokenizer
+
+
+def checked_location(model_name: str, model_source: str) -> _ModelLocation:
+    """Where the model is, once its weights are known to load without unpickling."""
+    location = _locate_model(model_name, model_source)
+    _refuse_unsafe_weights(model_name, location)
+    return location
+
+
+def load_tokenizer(spec: JobSpec, model_source: str,
+                   location: _ModelLocation) -> PreTrainedTokenizerBase:
+    with loading_errors(spec):
+        # An unpinned Hub model cannot run code here: no remote code, and weights load only
+        # from safetensors (checked first), so B615 is about reproducibility, not safety.
+        tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
+            model_source, trust_remote_code=False, **location.options,
+            **recipe_for(spec).tokenizer_options)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # GPT-style tokenizers have no padding token, and batches need one.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@contextmanager
+def loading_errors(spec: JobSpec) -> Iterator[None]:
+    """Turn what loading a tokenizer, config or model raises into the job's error codes."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise OutOfMemory(f"not enough memory to load {spec.model!r}") from exc
+    except ValueError as exc:
+        if "Unrecognized configuration class" not in str(exc):
+            raise ModelLoadFailed(f"could not load {spec.model!r} for {spec.task}: "
+                                  f"{first_line(exc)}") from exc
+        raise InvalidSpec(f"{spec.model} cannot be trained for {spec.task}: transformers has "
+                          f"no {spec.task} head for its architecture",
+                          hint=recipe_for(spec).models_hint) from exc
+    except Exception as exc:  # unknown architecture, custom code, missing or bad files...
+        raise ModelLoadFailed(f"could not load {spec.model!r} for {spec.task}: "
+                              f"{first_line(exc)}") from exc
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """Total and trainable parameters; shared (tied) weights count once."""
+    parameters = list(model.parameters())
+    return (sum(parameter.numel() for parameter in parameters),
+            sum(parameter.numel() for parameter in parameters if parameter.requires_grad))
 
 
 def freeze(model: PreTrainedModel, spec: Freeze, model_name: str) -> None:
