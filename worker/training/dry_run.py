@@ -235,7 +235,7 @@ def _untruncated_lengths(spec: JobSpec, sample: Dataset,
         return None
     words = isinstance(sample.features[columns[0]], List)
     texts = [[str(word) for word in row] if words else row for row in sample[columns[0]]]
-    pairs = sample[columns[1]] if len(columns) > 1 and not words else None
+    pairs = list(sample[columns[1]]) if len(columns) > 1 and not words else None
     encoded = tokenizer(texts, pairs, truncation=False, is_split_into_words=words,
                         verbose=False)["input_ids"]
     return np.array([len(ids) for ids in encoded])
@@ -301,8 +301,10 @@ def _activations(model: nn.Module, config: PretrainedConfig, batch: int, length:
     """Per layer b s h (34 + 5 a s / h) bytes at 16 bits, scaled to `width`; plus the
     float32 logits and their gradient over the vocabulary for language-model heads."""
     hidden = getattr(config, "hidden_size", None)
+    decoder_layers = (getattr(config, "num_decoder_layers", None)
+                      or getattr(config, "decoder_layers", None) or 0)
     layers = (getattr(config, "num_hidden_layers", 0) or 0) + (
-        getattr(config, "num_decoder_layers", 0) or 0)
+        decoder_layers if getattr(config, "is_encoder_decoder", False) else 0)
     heads = getattr(config, "num_attention_heads", None) or 1
     per_layer = 0.0
     if hidden:

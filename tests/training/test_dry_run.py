@@ -1,0 +1,154 @@
+"""The dry run against the real thing: its steps are the steps `run_training` takes, its
+parameter counts those of the loaded model, and every bad dataset gets its warning or the
+job's own error code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.factories import entity_rows, multi_label_rows, pickled_model, sentiment_rows, write_rows
+from tests.training.helpers import RecordingSink, data_files, make_spec
+from worker.training.dry_run import dry_run
+from worker.training.model import load_model
+from worker.training.trainer import run_training
+
+PROMPTS = [{"prompt": f"what colour are {topic} ?", "completion": f" {colour}"}
+           for topic, colour in (("cats", "grey"), ("dogs", "brown"), ("rain", "blue"))] * 9
+
+
+def _texts(n: int) -> list[dict[str, Any]]:
+    return [{"text": row["text"]} for row in sentiment_rows(n)]
+
+
+# (task, model fixture, rows, file name, spec fields): one real run each, tiny and short.
+CASES = {
+    "classification-accumulated-fractional": (
+        "text-classification", "tiny_bert", sentiment_rows(45), "train.csv",
+        {"hyperparameters": {"batch_size": 4, "gradient_accumulation_steps": 3,
+                             "epochs": 1.5}, "dataset": {"validation_split": 0.2}}),
+    "token-classification-max-steps": (
+        "token-classification", "tiny_bert", entity_rows(30), "train.jsonl",
+        {"hyperparameters": {"batch_size": 8, "max_steps": 5}}),
+    "causal-lm-packed": (
+        "causal-lm", "tiny_gpt2", _texts(120), "train.jsonl",
+        {"model": "tiny-gpt2", "hyperparameters": {"batch_size": 2, "max_seq_length": 16,
+                                                   "epochs": 1}}),
+    "causal-lm-prompts": (
+        "causal-lm", "tiny_gpt2", PROMPTS, "train.jsonl",
+        {"model": "tiny-gpt2", "hyperparameters": {"batch_size": 4, "epochs": 1,
+                                                   "gradient_accumulation_steps": 2},
+         "dataset": {"prompt_column": "prompt", "completion_column": "completion"}}),
+    "masked-lm": ("masked-lm", "tiny_bert", _texts(30), "train.jsonl",
+                  {"hyperparameters": {"batch_size": 8, "epochs": 0.5}}),
+    "multi-label": ("text-classification", "tiny_bert", multi_label_rows(30), "train.jsonl",
+                    {"hyperparameters": {"batch_size": 8, "epochs": 1},
+                     "dataset": {"multi_label": True, "label_column": "labels"}}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_step_count_is_the_real_jobs(case: str, tmp_path: Path, sink: RecordingSink,
+                                         request: pytest.FixtureRequest) -> None:
+    task, model_fixture, rows, filename, fields = CASES[case]
+    model = str(request.getfixturevalue(model_fixture))
+    spec = make_spec(task, **fields)
+    files = data_files(write_rows(tmp_path / filename, rows))
+
+    report = dry_run(spec, files, model)
+    run_training(spec, files, model, tmp_path / "run", events=sink)
+
+    assert report["valid"], report["errors"]
+    state = json.loads((tmp_path / "run" / "model" / "trainer_state.json").read_text())
+    assert report["steps"]["total_steps"] == state["global_step"] == state["max_steps"]
+    loaded = sink.data_of("model_loaded")[-1]
+    assert (report["parameters"]["total"], report["parameters"]["trainable"]) == (
+        loaded["total_parameters"], loaded["trainable_parameters"])
+
+
+@pytest.mark.parametrize(("task", "fields"), [
+    ("text-classification", {"freeze": {"embeddings": True, "bottom_layers": 1}}),
+    ("text-classification", {"freeze": {"encoder": True}}),
+    ("text-classification", {"lora": {"r": 4}}),
+    ("token-classification", {"lora": {"r": 2, "target_modules": ["query", "value"]}}),
+    ("masked-lm", {"lora": {"r": 4}}),
+])
+def test_parameter_counts_are_the_loaded_models(task: str, fields: dict[str, Any],
+                                                tmp_path: Path, tiny_bert: Path,
+                                                sink: RecordingSink) -> None:
+    rows = entity_rows(20) if task == "token-classification" else sentiment_rows(20)
+    files = data_files(write_rows(tmp_path / "train.jsonl", rows))
+    spec = make_spec(task, **fields)
+    report = dry_run(spec, files, str(tiny_bert))
+    labels = report["dataset"]["label_names"]
+    load_model(spec.resolved(), str(tiny_bert), labels, events=sink)
+    loaded = sink.data_of("model_loaded")[-1]
+    parameters = report["parameters"]
+    assert (parameters["total"], parameters["trainable"]) == (
+        loaded["total_parameters"], loaded["trainable_parameters"])
+    assert parameters["trainable"] < parameters["total"]
+    memory = report["memory"]
+    assert memory["gradients_bytes"] == 4 * parameters["trainable"]
+    assert memory["optimizer_bytes"] == 2 * memory["gradients_bytes"]  # adamw
+
+
+def _codes(problems: list[dict[str, str]]) -> list[str]:
+    return [problem["code"] for problem in problems]
+
+
+def test_warnings_for_data_that_trains_badly(tmp_path: Path, tiny_bert: Path) -> None:
+    rows = sentiment_rows(40, labels=("negative", "positive", "neutral"))
+    rare = [row for row in rows if row["label"] != "neutral"] + [
+        row for row in rows if row["label"] == "neutral"][:2]
+    train = write_rows(tmp_path / "train.csv", rare)
+    validation = write_rows(tmp_path / "validation.csv", sentiment_rows(60, seed=3))
+    spec = make_spec(dataset={"validation": "uploaded-validation"},
+                     hyperparameters={"max_seq_length": 8})
+
+    report = dry_run(spec, data_files(train, validation), str(tiny_bert))
+
+    assert report["valid"]
+    assert _codes(report["warnings"]) == ["rare_class", "validation_larger_than_train",
+                                          "many_rows_truncated"]
+    assert "'neutral' (2)" in report["warnings"][0]["message"]
+    assert report["tokens"]["truncated_share"] == 1.0
+    assert report["tokens"]["features"]["max"] == 8 < report["tokens"]["rows"]["max"]
+    assert all(warning["hint"] for warning in report["warnings"])
+
+
+def test_healthy_data_has_no_warnings(tmp_path: Path, tiny_bert: Path) -> None:
+    files = data_files(write_rows(tmp_path / "train.csv", sentiment_rows(60)))
+    report = dry_run(make_spec(dataset={"validation_split": 0.25}), files, str(tiny_bert))
+    assert report["valid"] and report["warnings"] == []
+    assert report["dataset"]["files"]["train"] == {"rows_read": 60, "rows_dropped": 0,
+                                                   "rows_usable": 60}
+    assert report["time"]["seconds_per_epoch"] >= 0 and report["time"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize(("rows", "fields", "code"), [
+    (sentiment_rows(20), {"dataset": {"text_column": "body"}}, "dataset_invalid"),
+    ([{"text": f"good film {i}", "label": "positive"} for i in range(20)], {},
+     "dataset_invalid"),
+    (sentiment_rows(20), {"freeze": {"bottom_layers": 5}}, "invalid_spec"),
+])
+def test_what_would_fail_the_job_is_an_error_with_its_code(
+        rows: list[dict[str, Any]], fields: dict[str, Any], code: str, tmp_path: Path,
+        tiny_bert: Path) -> None:
+    files = data_files(write_rows(tmp_path / "train.csv", rows))
+    report = dry_run(make_spec(**fields), files, str(tiny_bert))
+    assert not report["valid"]
+    [error] = report["errors"]
+    assert error["code"] == code and error["message"] and error["hint"]
+
+
+def test_pickle_weights_are_refused_as_a_job_refuses_them(tmp_path: Path,
+                                                         tiny_bert: Path) -> None:
+    marker = tmp_path / "pwned"
+    model = pickled_model(tiny_bert, tmp_path / "pickled", marker)
+    files = data_files(write_rows(tmp_path / "train.csv", sentiment_rows(20)))
+    report = dry_run(make_spec(), files, str(model))
+    assert _codes(report["errors"]) == ["unsafe_model_format"]
+    assert not marker.exists()
