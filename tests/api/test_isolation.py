@@ -20,10 +20,11 @@ def other_project(api: TestClient) -> dict[str, str]:
 
 @pytest.fixture
 def owned(api: TestClient, tmp_path: Path, finished_job: dict[str, Any]) -> dict[str, Any]:
-    """Project A's objects: a dataset, a queued job, a succeeded job with a model."""
+    """Project A's objects: a dataset, a queued job, a succeeded job with a model, a dry run."""
     dataset = sentiment_dataset(api, tmp_path / "queued")
     queued = api.post("/v1/jobs", json=job_spec(dataset["id"])).json()
-    return {"dataset": dataset, "queued": queued, "finished": finished_job}
+    dry_run = api.post("/v1/jobs/validate", json=job_spec(dataset["id"])).json()
+    return {"dataset": dataset, "queued": queued, "finished": finished_job, "dry_run": dry_run}
 
 
 def snapshot(api: TestClient, owned: dict[str, Any]) -> Any:
@@ -31,13 +32,15 @@ def snapshot(api: TestClient, owned: dict[str, Any]) -> Any:
     return [api.get(f"/v1/datasets/{owned['dataset']['id']}").json(),
             api.get(f"/v1/jobs/{owned['queued']['id']}").json(),
             api.get(f"/v1/jobs/{owned['queued']['id']}/events").json(),
-            api.get(f"/v1/jobs/{owned['finished']['id']}/artifacts").json()]
+            api.get(f"/v1/jobs/{owned['finished']['id']}/artifacts").json(),
+            api.get(f"/v1/dry-runs/{owned['dry_run']['id']}").json()]
 
 
 def id_routes(api: TestClient) -> list[tuple[str, str]]:
     paths = api.get("/openapi.json").json()["paths"]
     return [(method.upper(), path) for path, operations in paths.items()
-            for method in operations if "{job_id}" in path or "{dataset_id}" in path]
+            for method in operations
+            if any(name in path for name in ("{job_id}", "{dataset_id}", "{dry_run_id}"))]
 
 
 def test_every_route_with_an_id_answers_404_to_another_project(
@@ -49,16 +52,17 @@ def test_every_route_with_an_id_answers_404_to_another_project(
         job = owned["queued"] if method == "POST" else owned["finished"]  # cancel: a live one
         path = (template.replace("{job_id}", job["id"])
                 .replace("{dataset_id}", owned["dataset"]["id"])
+                .replace("{dry_run_id}", owned["dry_run"]["id"])
                 .replace("{path}", "config.json"))
         theirs = api.request(method, path, headers=other_project)
-        missing = api.request(method, re.sub(r"(job|ds)_[0-9a-f]{32}", r"\1_" + "0" * 32, path),
-                              headers=other_project)
+        missing = api.request(method, re.sub(r"(job|ds|dry)_[0-9a-f]{32}", r"\1_" + "0" * 32,
+                                             path), headers=other_project)
         assert theirs.status_code == 404, (method, path, theirs.text)
         assert theirs.json()["error"]["code"] == missing.json()["error"]["code"] == "not_found"
         # Word for word what a missing id gets, but for the id itself.
         assert (theirs.json()["error"]["message"].replace(job["id"], "ID")
-                .replace(owned["dataset"]["id"], "ID")) == \
-            re.sub(r"(job|ds)_0{32}", "ID", missing.json()["error"]["message"])
+                .replace(owned["dataset"]["id"], "ID").replace(owned["dry_run"]["id"], "ID")) == \
+            re.sub(r"(job|ds|dry)_0{32}", "ID", missing.json()["error"]["message"])
     assert snapshot(api, owned) == before
 
 
