@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -90,14 +90,21 @@ def _error(status: int, code: str, message: str, param: str | None = None,
 
 
 def _allowed_methods(routes: list[BaseRoute], scope: Scope) -> set[str]:
-    allowed: set[str] = set()
+    matching = list(_matching_routes(routes, scope))
+    # A fixed path (/v1/jobs/validate) names a resource of its own, even where a template
+    # (/v1/jobs/{job_id}) also matches it.
+    fixed = [route for route in matching if "{" not in route.path]
+    return {method for route in fixed or matching
+            for method in (route.methods or set()) - {"HEAD"}}
+
+
+def _matching_routes(routes: list[BaseRoute], scope: Scope) -> Iterator[Route]:
     for route in routes:
         nested = getattr(route, "original_router", None)
         if nested is not None:
-            allowed |= _allowed_methods(nested.routes, scope)
+            yield from _matching_routes(nested.routes, scope)
         elif isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
-            allowed |= (route.methods or set()) - {"HEAD"}
-    return allowed
+            yield route
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -139,14 +139,17 @@ def app_under_test(api: TestClient) -> Iterator[None]:
 @pytest.fixture
 def existing_ids(api: TestClient, finished_job: dict[str, Any]) -> dict[str, str]:
     """Path parameter values that name objects in the database, by parameter name."""
+    dry_run = api.post("/v1/jobs/validate", json=finished_job["spec"]).json()
     return {"dataset_id": finished_job["spec"]["dataset"]["train"], "job_id": finished_job["id"],
-            "path": "config.json", "prefix": tokens.prefix_of(create_key(api.app, "team-a"))}
+            "dry_run_id": dry_run["id"], "path": "config.json",
+            "prefix": tokens.prefix_of(create_key(api.app, "team-a"))}
 
 
 # Rules that a schema cannot state, so a schema-valid request may rightly get a 422: a spec's
 # cross-field rules and its dataset ids, an uploaded file's content, an `after` cursor that
 # must name an item of the caller's list.
-BEYOND_THE_SCHEMA = {"POST /v1/jobs", "POST /v1/datasets", "GET /v1/jobs", "GET /v1/datasets"}
+BEYOND_THE_SCHEMA = {"POST /v1/jobs", "POST /v1/jobs/validate", "POST /v1/datasets",
+                     "GET /v1/jobs", "GET /v1/datasets"}
 
 
 def call_and_validate(case: schemathesis.Case) -> None:
@@ -162,7 +165,7 @@ def test_operation_conforms_to_schema(case: schemathesis.Case) -> None:
 
 
 @pytest.mark.usefixtures("app_under_test", "credentials")
-@schema.include(path_regex=r"\{(dataset_id|job_id|prefix)\}").parametrize()
+@schema.include(path_regex=r"\{(dataset_id|job_id|dry_run_id|prefix)\}").parametrize()
 @fuzz_settings
 def test_operation_on_existing_objects(case: schemathesis.Case,
                                        existing_ids: dict[str, str]) -> None:
