@@ -49,8 +49,7 @@ def _wait(session_factory: sessionmaker[Session], dry_run_id: str, seconds: floa
     deadline = time.monotonic() + seconds
     while True:
         with session_factory() as session:
-            dry_run = session.get(DryRun, dry_run_id)
-            assert dry_run is not None  # nothing deletes dry runs
+            dry_run = session.get_one(DryRun, dry_run_id)
         if dry_run.status == DONE or time.monotonic() >= deadline:
             return dry_run
         time.sleep(POLL_SECONDS)
