@@ -19,6 +19,8 @@ import pandas as pd
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
     BertConfig,
     BertModel,
     BertTokenizer,
@@ -163,6 +165,26 @@ def write_tiny_gpt2(folder: Path) -> Path:
     return folder
 
 
+def write_tiny_bart(folder: Path) -> Path:
+    """Save a tiny random BART (encoder-decoder, with its generation head) and a byte-level
+    BPE tokenizer trained on the fly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _byte_level_bpe()
+    config = BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=2,
+                        decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+                        encoder_ffn_dim=37, decoder_ffn_dim=37,
+                        max_position_embeddings=MAX_POSITIONS, pad_token_id=tokenizer.pad_token_id,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        decoder_start_token_id=tokenizer.eos_token_id,
+                        forced_eos_token_id=tokenizer.eos_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BartForConditionalGeneration(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def sentiment_rows(n: int, *, seed: int = 0,
                    labels: Sequence[Any] = ("negative", "positive")) -> list[dict[str, Any]]:
     """`n` rows {"text", "label"}, balanced over `labels`, each label with its own cue words."""
@@ -242,6 +264,40 @@ def pair_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
             "hypothesis": " ".join([*rng.sample(FILLER_WORDS, 2), other]),
             "label": "same" if same else "different",
         })
+    return rows
+
+
+def qa_rows(n: int, *, seed: int = 0, unanswerable: float = 0.0) -> list[dict[str, Any]]:
+    """`n` SQuAD rows {"question", "context", "answers"}: "what topic" is answered by the
+    context's topic word, "what mood" by its cue word. A share `unanswerable` of the contexts
+    lack the asked-for word, and their answers are empty."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        asks_topic, answered = rng.random() < 0.5, rng.random() >= unanswerable
+        topic, mood = rng.choice(TOPIC_WORDS), rng.choice(CUE_WORDS[rng.randrange(2)])
+        words = [*rng.sample(FILLER_WORDS, 5), *([topic] if answered or not asks_topic else []),
+                 *([mood] if answered or asks_topic else [])]
+        rng.shuffle(words)
+        context, answer = " ".join(words), topic if asks_topic else mood
+        start = (f" {context} ".index(f" {answer} ") if answered else -1)
+        rows.append({"question": f"what {'topic' if asks_topic else 'mood'} ?",
+                     "context": context,
+                     "answers": {"text": [answer] if answered else [],
+                                 "answer_start": [start] if answered else []}})
+    return rows
+
+
+def seq2seq_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` rows {"source", "target"}: the target names the source's topic and mood words, as
+    a very short summary (four words, so that BLEU has a 4-gram to count)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        topic, mood = rng.choice(TOPIC_WORDS), rng.choice(CUE_WORDS[rng.randrange(2)])
+        words = [*rng.sample(FILLER_WORDS, 4), topic, mood]
+        rng.shuffle(words)
+        rows.append({"source": " ".join(words), "target": f"about {topic} and {mood}"})
     return rows
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.factories import write_tiny_bert, write_tiny_gpt2
+from tests.factories import write_tiny_bart, write_tiny_bert, write_tiny_gpt2
 from tests.training.helpers import RecordingSink
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -31,6 +31,11 @@ def tiny_bert(tiny_models: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_gpt2(tmp_path_factory.mktemp("models") / "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_bart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_bart(tmp_path_factory.mktemp("models") / "bart")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from peft import PeftModel
 from transformers import (
+    EvalPrediction,
+    PreTrainedTokenizerBase,
     Trainer,
     TrainerCallback,
     TrainerControl,
@@ -37,7 +39,7 @@ from worker.training.events import EventSink
 from worker.training.lora import save_adapter_and_merged
 from worker.training.metrics import model_outputs
 from worker.training.model import load_model
-from worker.training.tasks import TaskRecipe, recipe_for, with_derived_metrics
+from worker.training.tasks import Evaluated, TaskRecipe, recipe_for, with_derived_metrics
 
 OPTIMIZERS = {"adamw": "adamw_torch", "sgd": "sgd", "adafactor": "adafactor"}
 # Final evaluations, by split, and the prefix the Trainer puts on their metrics.
@@ -68,16 +70,15 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
                   else tokenize_splits(prepared, tokenizer, spec.dataset,
                                        spec.hyperparameters.max_seq_length))
         keeper = _best_model_keeper(spec, output_dir, events)
-        trainer = Trainer(
+        trainer = recipe.trainer_class(
             model=model,
-            args=training_arguments(spec, output_dir / "trainer",
-                                    loss_only=recipe.metrics is None),
+            args=training_arguments(spec, output_dir / "trainer", recipe),
             train_dataset=splits["train"],
             eval_dataset=splits.get("validation"),
             processing_class=tokenizer,
             data_collator=recipe.collator(tokenizer, spec),
-            compute_metrics=(recipe.metrics(spec, prepared.label_names) if recipe.metrics
-                             else None),
+            compute_metrics=_metrics_of(recipe, spec, prepared, splits.get("validation"),
+                                        tokenizer),
             # Derived metrics first: the callbacks after it see them in every evaluation.
             callbacks=[DerivedMetrics(recipe), *callbacks, *([keeper] if keeper else [])],
         )
@@ -87,14 +88,16 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
             metrics["best_model"] = best
         for role, prefix in EVALUATED_SPLITS.items():
             if role in splits:
+                trainer.compute_metrics = _metrics_of(recipe, spec, prepared, splits[role],
+                                                      tokenizer)
                 metrics |= _final_evaluation(trainer, spec, recipe, splits[role], role, prefix,
                                              prepared.label_names, events)
         metrics = json_safe(metrics)
         extra: dict[str, Any] = {}
         if recipe.samples is not None:
             extra["samples.json"] = recipe.samples(trainer.model, tokenizer, prepared, spec)
-            events.event("samples", f"{len(extra['samples.json'])} sample completions of "
-                                    "held-out prompts", {"samples": extra["samples.json"]})
+            events.event("samples", f"what the model writes for {len(extra['samples.json'])} "
+                                    "held-out inputs", {"samples": extra["samples.json"]})
         model_dir = output_dir / MODEL_FOLDER
         _save_model_folder(trainer, model_dir, metrics,
                            _model_card(spec, recipe, prepared, metrics), extra)
@@ -128,17 +131,26 @@ class DerivedMetrics(TrainerCallback):
             metrics.update(with_derived_metrics(self.recipe, metrics, "eval"))
 
 
-def training_arguments(spec: JobSpec, checkpoints_dir: Path, *,
-                       loss_only: bool = False) -> TrainingArguments:
-    """The one place that turns the spec into TrainingArguments.
+def _metrics_of(recipe: TaskRecipe, spec: JobSpec, prepared: PreparedData,
+                split: datasets.Dataset | None,
+                tokenizer: PreTrainedTokenizerBase) -> Callable[[EvalPrediction], Any] | None:
+    """The compute_metrics of an evaluation of `split` (tokenized)."""
+    if recipe.metrics is None or split is None:
+        return None
+    return recipe.metrics(Evaluated(spec, prepared.label_names, split, tokenizer))
 
-    `loss_only`: evaluations keep the loss and nothing else; a language model's logits over
-    its whole vocabulary would fill the memory.
+
+def training_arguments(spec: JobSpec, checkpoints_dir: Path,
+                       recipe: TaskRecipe) -> TrainingArguments:
+    """The one place that turns the spec into TrainingArguments (of the task's class).
+
+    A task without metrics keeps the loss and nothing else from an evaluation: a language
+    model's logits over its whole vocabulary would fill the memory.
     """
     hyper = spec.hyperparameters
     # transformers 5 has no warmup_ratio: a warmup_steps below 1 is read as a ratio.
     warmup = hyper.warmup_ratio if hyper.warmup_ratio is not None else hyper.warmup_steps or 0
-    return TrainingArguments(
+    return recipe.arguments_class(
         output_dir=str(checkpoints_dir),
         num_train_epochs=hyper.epochs,
         max_steps=hyper.max_steps if hyper.max_steps is not None else -1,
@@ -159,12 +171,13 @@ def training_arguments(spec: JobSpec, checkpoints_dir: Path, *,
         # Checkpoints every checkpoint_steps; without it the service saves them on a clock.
         save_strategy="steps" if spec.checkpoint_steps else "no",
         save_steps=spec.checkpoint_steps or 500,
-        prediction_loss_only=loss_only,
+        prediction_loss_only=recipe.metrics is None,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
         # Pinned memory only speeds up copies to a GPU; without one torch warns on every epoch.
         dataloader_pin_memory=torch.cuda.is_available(),
+        **recipe.arguments(spec),
     )
 
 
@@ -239,7 +252,9 @@ def _model_card(spec: JobSpec, recipe: TaskRecipe, prepared: PreparedData,
         "",
         f"- Base model: `{spec.model}`",
         f"- Task: {spec.task}; load it with "
-        f"`transformers.pipeline('{recipe.pipeline}', model=<this folder>)`",
+        + (f"`transformers.pipeline('{recipe.pipeline}', model=<this folder>)`"
+           if recipe.pipeline else
+           f"`transformers.{recipe.model_class.__name__}.from_pretrained(<this folder>)`"),
         f"- Rows: {', '.join(f'{count} {role}' for role, count in rows.items())}",
     ]
     if prepared.label_names:

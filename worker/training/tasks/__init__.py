@@ -3,7 +3,8 @@
 Loading, cleaning, splitting and tokenizing the data are shared (worker/training/data.py), and
 so are the Trainer, checkpoints and reporting. A task brings its model class and head, how its
 batches are collated, how it is scored, and the `transformers.pipeline` that loads its model:
-adding a task is adding a module here and its name to `Task` in the spec.
+adding a task is adding a module here, its name to `Task` in the spec and its columns to
+app/jobs/task_rules.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from transformers import (
     EvalPrediction,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
 )
 
 from app.jobs.spec import JobSpec
@@ -27,10 +30,22 @@ from worker.training.metrics import Metrics
 
 
 @dataclass(frozen=True)
+class Evaluated:
+    """What a task's metrics may need besides the predictions and the labels."""
+
+    spec: JobSpec
+    label_names: list[str]  # in id order
+    split: Dataset  # tokenized, as the task's tokenize made it
+    tokenizer: PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
 class TaskRecipe:
     # An Auto class, e.g. AutoModelForSequenceClassification.
     model_class: Any
-    pipeline: str
+    # None where transformers 5 has no pipeline for the task: the model card then names the
+    # Auto class to load it with.
+    pipeline: str | None
     # from_pretrained options that shape the head, given the label names in id order.
     head: Callable[[list[str]], dict[str, Any]]
     collator: Callable[[PreTrainedTokenizerBase, JobSpec], Any]
@@ -38,9 +53,9 @@ class TaskRecipe:
     models_hint: str
     # Options for loading the tokenizer.
     tokenizer_options: dict[str, Any] = field(default_factory=dict)
-    # Makes the Trainer's compute_metrics for a spec and the label names in id order; None
-    # when the loss says it all (then nothing but the loss is kept from an evaluation).
-    metrics: Callable[[JobSpec, list[str]], Callable[[EvalPrediction], Metrics]] | None = None
+    # Makes the Trainer's compute_metrics for one evaluated split; None when the loss says it
+    # all (then nothing but the loss is kept from an evaluation).
+    metrics: Callable[[Evaluated], Callable[[EvalPrediction], Metrics]] | None = None
     # Metrics that follow from the others, e.g. perplexity from the loss, by prefix.
     derived_metrics: Callable[[dict[str, Any], str], Metrics] | None = None
     # The final evaluation's per-class report: (outputs, labels, label names, spec).
@@ -52,6 +67,10 @@ class TaskRecipe:
     # Examples of what the trained model does, saved with it as samples.json.
     samples: Callable[[PreTrainedModel, PreTrainedTokenizerBase, PreparedData, JobSpec],
                       list[dict[str, str]]] | None = None
+    # The Trainer, its arguments and the task's own arguments (generation settings, say).
+    trainer_class: type[Trainer] = Trainer
+    arguments_class: type[TrainingArguments] = TrainingArguments
+    arguments: Callable[[JobSpec], dict[str, Any]] = lambda _: {}
 
 
 ENCODER_HINT = "Use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM."
@@ -76,6 +95,8 @@ def recipe_for(spec: JobSpec) -> TaskRecipe:
         causal_lm,
         masked_lm,
         multi_label_classification,
+        question_answering,
+        seq2seq,
         text_classification,
         text_regression,
         token_classification,
@@ -86,7 +107,8 @@ def recipe_for(spec: JobSpec) -> TaskRecipe:
     recipes = {"text-classification": text_classification.RECIPE,
                "text-regression": text_regression.RECIPE, "masked-lm": masked_lm.RECIPE,
                "token-classification": token_classification.RECIPE,
-               "causal-lm": causal_lm.RECIPE}
+               "causal-lm": causal_lm.RECIPE, "question-answering": question_answering.RECIPE,
+               "seq2seq": seq2seq.RECIPE}
     return recipes[spec.task]
 
 

@@ -10,17 +10,18 @@ from transformers import AutoModelForSequenceClassification, EvalPrediction
 
 from app.jobs.spec import JobSpec
 from worker.training.metrics import Metrics, model_outputs, multi_label_metrics, multi_label_report
-from worker.training.tasks import ENCODER_HINT, TaskRecipe, labelled_head, padded_batches
+from worker.training.tasks import ENCODER_HINT, Evaluated, TaskRecipe, labelled_head, padded_batches
 
 
 def _threshold(spec: JobSpec) -> float:
     return spec.hyperparameters.multi_label_threshold or 0.5
 
 
-def metrics(spec: JobSpec, _: list[str]) -> Callable[[EvalPrediction], Metrics]:
+def metrics(evaluated: Evaluated) -> Callable[[EvalPrediction], Metrics]:
     def compute(prediction: EvalPrediction) -> Metrics:
         return multi_label_metrics(model_outputs(prediction.predictions),
-                                   np.asarray(prediction.label_ids), _threshold(spec))
+                                   np.asarray(prediction.label_ids),
+                                   _threshold(evaluated.spec))
 
     return compute
 

@@ -23,6 +23,6 @@ RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
                     pipeline="text-classification",
                     head=lambda names: labelled_head(names, "single_label_classification"),
                     models_hint=ENCODER_HINT, collator=padded_batches,
-                    metrics=lambda _spec, _names: compute_metrics,
+                    metrics=lambda _: compute_metrics,
                     class_report=lambda outputs, labels, names, _: per_class_report(
                         outputs, labels, names))

@@ -18,4 +18,4 @@ RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
                     pipeline="text-classification",
                     head=lambda _: {"num_labels": 1, "problem_type": "regression"},
                     models_hint=ENCODER_HINT, collator=padded_batches,
-                    metrics=lambda _spec, _names: compute_metrics)
+                    metrics=lambda _: compute_metrics)

@@ -28,7 +28,7 @@ from worker.training.data import PreparedData, model_length
 from worker.training.errors import InvalidSpec
 from worker.training.labels import LABELS
 from worker.training.metrics import Metrics, model_outputs
-from worker.training.tasks import TaskRecipe, labelled_head
+from worker.training.tasks import Evaluated, TaskRecipe, labelled_head
 
 IGNORED = -100
 
@@ -75,7 +75,9 @@ def _is_iob(names: list[str]) -> bool:
     return all(name == "O" or name[:2] in ("B-", "I-") for name in names)
 
 
-def metrics(_: JobSpec, names: list[str]) -> Callable[[EvalPrediction], Metrics]:
+def metrics(evaluated: Evaluated) -> Callable[[EvalPrediction], Metrics]:
+    names = evaluated.label_names
+
     def compute(prediction: EvalPrediction) -> Metrics:
         guesses, truths = _tag_sequences(model_outputs(prediction.predictions),
                                          np.asarray(prediction.label_ids), names)
