@@ -19,7 +19,7 @@ from app.auth import Caller
 from app.config import Settings
 from app.db import transaction
 from app.errors import NotFound
-from app.jobs.service import _check_datasets, _check_server_caps
+from app.jobs.service import check_datasets, check_server_caps
 from app.jobs.spec import JobSpec
 from app.models import Dataset, DryRun, utcnow
 
@@ -35,8 +35,8 @@ def submit(session_factory: sessionmaker[Session], caller: Caller, spec: JobSpec
     spec = spec.resolved()
     # Its own committed transaction: the workers must see the row while the request waits.
     with transaction(session_factory) as session:
-        _check_server_caps(spec, settings)
-        _check_datasets(session, caller, spec)
+        check_server_caps(spec, settings)
+        check_datasets(session, caller, spec)
         dry_run = DryRun(project_id=caller.project_id, spec=spec.model_dump(mode="json"),
                          status=PENDING)
         session.add(dry_run)

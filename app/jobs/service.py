@@ -63,8 +63,8 @@ def create(session: Session, caller: Caller, spec: JobSpec, enqueue: Enqueue,
     if original is not None:
         return get(session, caller, original)
     spec = spec.resolved()
-    _check_server_caps(spec, settings)
-    used = _check_datasets(session, caller, spec)
+    check_server_caps(spec, settings)
+    used = check_datasets(session, caller, spec)
     _check_quota(session, caller.project_id, settings.max_active_jobs_per_project)
     job = Job(id=new_id("job"), project_id=caller.project_id, api_key_id=caller.key_id,
               name=spec.name, status="queued", spec=spec.model_dump(mode="json"), metrics={},
@@ -81,7 +81,8 @@ def create(session: Session, caller: Caller, spec: JobSpec, enqueue: Enqueue,
     return job
 
 
-def _check_server_caps(spec: JobSpec, settings: Settings) -> None:
+def check_server_caps(spec: JobSpec, settings: Settings) -> None:
+    """The spec asks for no more than this server allows (422 otherwise)."""
     if spec.max_attempts > settings.max_attempts:
         raise InvalidRequest(f"max_attempts is capped at {settings.max_attempts} on this server",
                              param="max_attempts")
@@ -104,7 +105,7 @@ def _check_quota(session: Session, project_id: str, quota: int) -> None:
             "one", code="job_quota_exceeded", headers={"Retry-After": "60"})
 
 
-def _check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str, Dataset]:
+def check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str, Dataset]:
     """Every referenced dataset exists and has the columns the spec names, holding the kind
     of values the task reads (422 otherwise)."""
     used: dict[str, Dataset] = {}
