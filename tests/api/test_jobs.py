@@ -10,8 +10,10 @@ from tests.api.helpers import assert_error, job_spec, sentiment_dataset, upload_
 from tests.factories import (
     entity_rows,
     multi_label_rows,
+    qa_rows,
     regression_rows,
     sentiment_rows,
+    seq2seq_rows,
     write_rows,
 )
 
@@ -138,6 +140,59 @@ class TestSubmit:
         error = assert_error(api.post("/v1/jobs", json=flat), 422, "invalid_column_type",
                              "dataset.tokens_column")
         assert "a list per row" in error["message"]
+
+    def test_question_answering_reads_squad_answers(self, api: TestClient,
+                                                     tmp_path: Path) -> None:
+        squad = upload_rows(api, tmp_path, qa_rows(10), "squad.jsonl")
+        ok = api.post("/v1/jobs", json=job_spec(squad["id"], task="question-answering"))
+        assert ok.status_code == 201, ok.text
+        hyper = ok.json()["spec"]["hyperparameters"]
+        assert hyper["doc_stride"] == hyper["max_seq_length"] // 4
+        assert hyper["max_answer_length"] == 30
+        # The answer's text alone, without where it starts: not SQuAD answers.
+        texts_only = [{**row, "answers": row["answers"]["text"][0]} for row in qa_rows(10)]
+        flat = upload_rows(api, tmp_path, texts_only, "flat.jsonl")
+        error = assert_error(
+            api.post("/v1/jobs", json=job_spec(flat["id"], task="question-answering")),
+            422, "invalid_column_type", "dataset.answers_column")
+        assert 'an object per row such as {"text"' in error["message"], error
+        assert "holds string values" in error["message"], error
+
+    def test_question_answering_reads_flat_columns(self, api: TestClient,
+                                                    tmp_path: Path) -> None:
+        rows = [{"question": row["question"], "context": row["context"],
+                 "answer": row["answers"]["text"][0], "start": row["answers"]["answer_start"][0],
+                 "start_as_text": str(row["answers"]["answer_start"][0])}
+                for row in qa_rows(10)]
+        flat = upload_rows(api, tmp_path, rows, "flat.jsonl")
+
+        def submit(**columns: str) -> Any:
+            dataset = {"train": flat["id"], "answer_column": "answer", **columns}
+            return api.post("/v1/jobs", json=job_spec(flat["id"], task="question-answering",
+                                                      dataset=dataset))
+
+        for columns in ({}, {"answer_start_column": "start"}):
+            assert submit(**columns).status_code == 201, columns
+        error = assert_error(submit(answer_start_column="start_as_text"), 422,
+                             "invalid_column_type", "dataset.answer_start_column")
+        assert "whole numbers" in error["message"], error
+
+    def test_seq2seq_needs_source_and_target_columns(self, api: TestClient,
+                                                     tmp_path: Path) -> None:
+        pairs = upload_rows(api, tmp_path, seq2seq_rows(10), "pairs.jsonl")
+        ok = api.post("/v1/jobs", json=job_spec(pairs["id"], task="seq2seq", model="tiny/bart"))
+        assert ok.status_code == 201, ok.text
+        hyper = ok.json()["spec"]["hyperparameters"]
+        assert (hyper["max_target_length"], hyper["generation_max_length"],
+                hyper["num_beams"]) == (128, 128, 1)
+        summaries = [{"source": row["source"], "summary": row["target"]}
+                     for row in seq2seq_rows(10)]
+        untargeted = upload_rows(api, tmp_path, summaries, "summaries.jsonl")
+        error = assert_error(
+            api.post("/v1/jobs", json=job_spec(untargeted["id"], task="seq2seq",
+                                               model="tiny/bart")),
+            422, "column_not_found", "dataset.target_column")
+        assert "'target'" in error["message"] and "source, summary" in error["message"]
 
     def test_causal_lm_reads_text_or_prompt_and_completion(self, api: TestClient,
                                                             tmp_path: Path) -> None:
