@@ -24,7 +24,7 @@ from app.config import Settings
 from app.db import transaction
 from app.keys import service as keys
 from app.main import create_app
-from tests.factories import write_tiny_bert, write_tiny_gpt2
+from tests.factories import write_tiny_bart, write_tiny_bert, write_tiny_gpt2
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -33,6 +33,7 @@ POSTGRES_URL = os.environ.get("FT_TEST_POSTGRES_URL",
 REDIS_URL = os.environ.get("FT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 TINY_MODEL = "tiny/bert"
 TINY_GPT2 = "tiny/gpt2"
+TINY_BART = "tiny/bart"
 
 
 @contextmanager
@@ -56,6 +57,7 @@ def model_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     catalog = tmp_path_factory.mktemp("models")
     write_tiny_bert(catalog / TINY_MODEL)
     write_tiny_gpt2(catalog / TINY_GPT2)
+    write_tiny_bart(catalog / TINY_BART)
     return catalog
 
 

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.helpers import assert_error, job_spec, sentiment_dataset, upload_rows
+from tests.conftest import TINY_BART
 from tests.factories import (
     entity_rows,
     multi_label_rows,
@@ -180,7 +181,7 @@ class TestSubmit:
     def test_seq2seq_needs_source_and_target_columns(self, api: TestClient,
                                                      tmp_path: Path) -> None:
         pairs = upload_rows(api, tmp_path, seq2seq_rows(10), "pairs.jsonl")
-        ok = api.post("/v1/jobs", json=job_spec(pairs["id"], task="seq2seq", model="tiny/bart"))
+        ok = api.post("/v1/jobs", json=job_spec(pairs["id"], task="seq2seq", model=TINY_BART))
         assert ok.status_code == 201, ok.text
         hyper = ok.json()["spec"]["hyperparameters"]
         assert (hyper["max_target_length"], hyper["generation_max_length"],
@@ -190,7 +191,7 @@ class TestSubmit:
         untargeted = upload_rows(api, tmp_path, summaries, "summaries.jsonl")
         error = assert_error(
             api.post("/v1/jobs", json=job_spec(untargeted["id"], task="seq2seq",
-                                               model="tiny/bart")),
+                                               model=TINY_BART)),
             422, "column_not_found", "dataset.target_column")
         assert "'target'" in error["message"] and "source, summary" in error["message"]
 
