@@ -3,8 +3,10 @@
 Plain text is tokenized, joined with the end-of-text token and cut into blocks of
 `max_seq_length` tokens, so that no position is wasted on padding. Prompt/completion rows are
 one sequence each, and with `train_on_completion_only` the prompt's tokens are left out of the
-loss: the model learns to answer, not to ask. After training, a few validation prompts are
-completed and saved with the model as samples.
+loss: the model learns to answer, not to ask. Chats (`messages_column`) are rendered with the
+tokenizer's chat template, or DEFAULT_CHAT_TEMPLATE when it has none, and with
+`train_on_completion_only` only the assistant's turns count. After training, a few validation
+prompts are completed and saved with the model as samples.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ from worker.training.tasks import TaskRecipe
 
 # Positions whose label is this are left out of the loss.
 IGNORED = -100
+# For tokenizers without a chat template: "role: content" lines, each assistant turn ended by
+# the end-of-text token so that the model learns to stop. Saved with the model's tokenizer.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}"
+    # The newline is an expression: chat templates drop a newline right after a block tag.
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}")
+ASSISTANT = "assistant"
 SAMPLE_PROMPTS = 3
 SAMPLE_NEW_TOKENS = 24
 
@@ -36,7 +46,8 @@ SAMPLE_NEW_TOKENS = 24
 def tokenize(prepared: PreparedData, tokenizer: PreTrainedTokenizerBase,
              spec: JobSpec) -> dict[str, Dataset]:
     length = model_length(tokenizer, spec.hyperparameters.max_seq_length)
-    encode = _prompt_completion if spec.dataset.prompt_column else _packed_blocks
+    encode = (_chats if spec.dataset.messages_column
+              else _prompt_completion if spec.dataset.prompt_column else _packed_blocks)
     return {role: encode(dataset, tokenizer, spec, length, role)
             for role, dataset in prepared.splits().items()}
 
@@ -83,6 +94,72 @@ def _prompt_completion(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, spe
     return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
 
 
+def _chats(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, spec: JobSpec,
+           length: int, role: str) -> Dataset:
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    column = spec.dataset.messages_column or ""
+    completion_only = bool(spec.hyperparameters.train_on_completion_only)
+
+    def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[list[int]]]:
+        encoded: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], LABELS: []}
+        for messages, number in zip(batch[column], indices, strict=True):
+            text, answers = _rendered_chat(tokenizer, _checked_chat(messages, role, number))
+            pieces = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                               truncation=True, max_length=length)
+            ids = pieces["input_ids"]
+            learned = [any(start < end_char and end > start_char for start_char, end_char
+                           in answers) for start, end in pieces["offset_mapping"]]
+            encoded["input_ids"].append(ids)
+            encoded["attention_mask"].append([1] * len(ids))
+            encoded[LABELS].append([token if keep or not completion_only else IGNORED
+                                    for token, keep in zip(ids, learned, strict=True)])
+        return encoded
+
+    return dataset.map(encode, batched=True, with_indices=True,
+                       remove_columns=dataset.column_names)
+
+
+def _checked_chat(messages: Any, role: str, number: int) -> list[dict[str, str]]:
+    if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str) for m in messages):
+        raise DatasetInvalid(f"row {number} of the {role} data is not a chat: give a list of "
+                             '{"role": ..., "content": ...} objects with text values')
+    if not any(message["role"] == ASSISTANT for message in messages):
+        raise DatasetInvalid(f"row {number} of the {role} data has no {ASSISTANT!r} message "
+                             "to learn from")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _rendered_chat(tokenizer: PreTrainedTokenizerBase,
+                   messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The chat as text, and the character spans of the assistant's turns in it.
+
+    A turn's span is what rendering it adds after the conversation so far and the generation
+    prompt: its content and whatever the template closes it with (the end-of-text token).
+    """
+    def render(turns: list[dict[str, str]], prompt: bool) -> str:
+        return str(tokenizer.apply_chat_template(turns, tokenize=False,
+                                                 add_generation_prompt=prompt))
+
+    answers = []
+    for index, message in enumerate(messages):
+        if message["role"] == ASSISTANT:
+            asked, answered = render(messages[:index], True), render(messages[:index + 1], False)
+            # A template whose prompt is not a prefix of the answered chat: the whole turn.
+            before = asked if answered.startswith(asked) else render(messages[:index], False)
+            answers.append((len(before), len(answered)))
+    return render(messages, False), answers
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
+    """The chat up to its last assistant turn, ready for the model to write that turn."""
+    last = max(i for i, message in enumerate(messages) if message["role"] == ASSISTANT)
+    return str(tokenizer.apply_chat_template(messages[:last], tokenize=False,
+                                             add_generation_prompt=True))
+
+
 def collator(tokenizer: PreTrainedTokenizerBase, _: JobSpec) -> DataCollatorForSeq2Seq:
     # Pads inputs with the padding token and labels with IGNORED, so padding costs no loss.
     return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORED, padding=True)
@@ -93,7 +170,9 @@ def samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """Greedy completions of a few held-out prompts (or of the first half of texts)."""
     source = prepared.validation or prepared.test or prepared.train
     rows = source.select(range(min(SAMPLE_PROMPTS, len(source))))
-    if spec.dataset.prompt_column:
+    if spec.dataset.messages_column:
+        prompts = [chat_prompt(tokenizer, chat) for chat in rows[spec.dataset.messages_column]]
+    elif spec.dataset.prompt_column:
         prompts = list(rows[spec.dataset.prompt_column])
     else:
         prompts = [" ".join(text.split()[:max(1, len(text.split()) // 2)])
