@@ -36,7 +36,6 @@ from worker.training.data import (
     PreparedData,
     model_length,
     prepare_data,
-    tokenize_splits,
 )
 from worker.training.errors import TrainingError
 from worker.training.labels import LABELS
@@ -111,8 +110,7 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
     recipe.collator(tokenizer, spec)  # a collator refuses a tokenizer it cannot batch with
     limit = model_length(tokenizer, hyper.max_seq_length)
     # Exactly as run_training tokenizes: that is what makes the step count the job's.
-    splits = (recipe.tokenize(prepared, tokenizer, spec) if recipe.tokenize is not None
-              else tokenize_splits(prepared, tokenizer, spec.dataset, hyper.max_seq_length))
+    splits = recipe.tokenize(prepared, tokenizer, spec)
     feature_lengths = np.array([len(ids) for ids in splits["train"]["input_ids"]])
     report["tokens"] = _token_report(spec, prepared.train, tokenizer, limit, feature_lengths)
     if (report["tokens"]["truncated_share"] or 0) >= TRUNCATED_SHARE_WARNING:

@@ -33,7 +33,7 @@ from transformers.utils import logging as transformers_logging
 
 from app.jobs.spec import JobSpec
 from worker.training.best_model import BestModelKeeper
-from worker.training.data import DataFiles, PreparedData, first_line, prepare_data, tokenize_splits
+from worker.training.data import DataFiles, PreparedData, first_line, prepare_data
 from worker.training.errors import OutOfMemory
 from worker.training.events import EventSink
 from worker.training.lora import save_adapter_and_merged
@@ -66,9 +66,7 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
         recipe = recipe_for(spec)
         prepared = prepare_data(spec, data, cache_dir=cache_dir, events=events)
         model, tokenizer = load_model(spec, model_source, prepared.label_names, events=events)
-        splits = (recipe.tokenize(prepared, tokenizer, spec) if recipe.tokenize is not None
-                  else tokenize_splits(prepared, tokenizer, spec.dataset,
-                                       spec.hyperparameters.max_seq_length))
+        splits = recipe.tokenize(prepared, tokenizer, spec)
         keeper = _best_model_keeper(spec, output_dir, events)
         trainer = recipe.trainer_class(
             model=model,

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from app.jobs.spec import JobSpec
-from worker.training.data import PreparedData
+from worker.training.data import PreparedData, tokenize_splits
 from worker.training.metrics import Metrics
 
 
@@ -61,9 +61,10 @@ class TaskRecipe:
     # The final evaluation's per-class report: (outputs, labels, label names, spec).
     class_report: Callable[[np.ndarray, np.ndarray, list[str], JobSpec],
                            dict[str, dict[str, float]]] | None = None
-    # Token ids and labels for every split; None: the shared text (and pair) tokenization.
+    # Token ids and labels for every split: by default the text (and pair) column, truncated.
     tokenize: Callable[[PreparedData, PreTrainedTokenizerBase, JobSpec],
-                       dict[str, Dataset]] | None = None
+                       dict[str, Dataset]] = lambda prepared, tokenizer, spec: tokenize_splits(
+        prepared, tokenizer, spec.dataset, spec.hyperparameters.max_seq_length)
     # Examples of what the trained model does, saved with it as samples.json.
     samples: Callable[[PreTrainedModel, PreTrainedTokenizerBase, PreparedData, JobSpec],
                       list[dict[str, str]]] | None = None

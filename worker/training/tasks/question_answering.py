@@ -45,6 +45,8 @@ def _windows(dataset: Dataset, role: str, tokenizer: PreTrainedTokenizerBase, sp
              *, keep_text: bool) -> Dataset:
     data, hyper = spec.dataset, spec.hyperparameters
     length = model_length(tokenizer, hyper.max_seq_length)
+    # Where the model's own limit cut max_seq_length, a stride that no longer fits shrinks too.
+    stride = hyper.doc_stride if (hyper.doc_stride or 0) < length // 2 else length // 4
     answers_of = _answer_reader(spec, role)
 
     def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
@@ -52,7 +54,7 @@ def _windows(dataset: Dataset, role: str, tokenizer: PreTrainedTokenizerBase, sp
         try:
             encoded = tokenizer([question.lstrip() for question in batch[data.question_column]],
                                 contexts, truncation="only_second", max_length=length,
-                                stride=hyper.doc_stride, return_overflowing_tokens=True,
+                                stride=stride, return_overflowing_tokens=True,
                                 return_offsets_mapping=True)
         except Exception as exc:
             # The tokenizers library raises a plain Exception, known by its message only.
@@ -60,7 +62,7 @@ def _windows(dataset: Dataset, role: str, tokenizer: PreTrainedTokenizerBase, sp
                 raise
             raise DatasetInvalid(
                 f"a question of the {role} data leaves no room for its context in "
-                f"max_seq_length={length} tokens with doc_stride={hyper.doc_stride}: raise "
+                f"max_seq_length={length} tokens with doc_stride={stride}: raise "
                 "max_seq_length or lower doc_stride") from exc
         rows = encoded.pop("overflow_to_sample_mapping")
         answers = [answers_of(batch, row, indices[row]) for row in range(len(contexts))]
