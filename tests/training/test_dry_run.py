@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.factories import entity_rows, multi_label_rows, pickled_model, sentiment_rows, write_rows
+from tests.factories import (
+    entity_rows,
+    multi_label_rows,
+    pickled_model,
+    qa_rows,
+    sentiment_rows,
+    seq2seq_rows,
+    write_rows,
+)
 from tests.training.helpers import RecordingSink, data_files, make_spec
 from worker.training.dry_run import dry_run
 from worker.training.model import load_model
@@ -18,6 +26,8 @@ from worker.training.trainer import run_training
 
 PROMPTS = [{"prompt": f"what colour are {topic} ?", "completion": f" {colour}"}
            for topic, colour in (("cats", "grey"), ("dogs", "brown"), ("rain", "blue"))] * 9
+CHATS = [{"messages": [{"role": "user", "content": row["prompt"]},
+                       {"role": "assistant", "content": row["completion"]}]} for row in PROMPTS]
 
 
 def _texts(n: int) -> list[dict[str, Any]]:
@@ -47,6 +57,17 @@ CASES = {
     "multi-label": ("text-classification", "tiny_bert", multi_label_rows(30), "train.jsonl",
                     {"hyperparameters": {"batch_size": 8, "epochs": 1},
                      "dataset": {"multi_label": True, "label_column": "labels"}}),
+    # Short windows: many contexts become two windows, and the steps follow the windows.
+    "question-answering-windows": (
+        "question-answering", "tiny_bert", qa_rows(40), "train.jsonl",
+        {"hyperparameters": {"batch_size": 4, "epochs": 1, "max_seq_length": 16,
+                             "doc_stride": 4}}),
+    "seq2seq": ("seq2seq", "tiny_bart", seq2seq_rows(20), "train.jsonl",
+                {"model": "tiny-bart", "hyperparameters": {"batch_size": 4, "epochs": 1}}),
+    "causal-lm-chats": (
+        "causal-lm", "tiny_gpt2", CHATS, "train.jsonl",
+        {"model": "tiny-gpt2", "hyperparameters": {"batch_size": 4, "epochs": 1},
+         "dataset": {"messages_column": "messages"}}),
 }
 
 
