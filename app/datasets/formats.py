@@ -15,23 +15,24 @@ Standard library and pyarrow only: the API process must not pull in pandas or to
 from __future__ import annotations
 
 import csv
-import datetime
-import decimal
 import json
-import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path, PurePath
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from app.datasets.conll import COLUMNS as CONLL_COLUMNS
 from app.datasets.conll import ConllError, conll_sentences
+from app.datasets.inspection import (
+    ColumnInfo,
+    DatasetFormatError,
+    Inspection,
+    empty_file,
+    too_many_columns,
+)
+from app.datasets.parquet import inspect_parquet, preview_parquet
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "conll")
 
@@ -44,7 +45,6 @@ _DELIMITERS = {"csv": ",", "tsv": "\t"}
 
 # A JSON array has to be parsed whole, and Python objects take several times the file's size.
 _JSON_MAX_BYTES = 256 * 1024**2
-_PARQUET_BATCH_ROWS = 1024
 # The default of 128 KiB rejects ordinary long documents; the cap still bounds one field's
 # memory when an unclosed quote swallows the rest of a file.
 _MAX_FIELD_CHARS = 64 * 1024**2
@@ -58,30 +58,6 @@ _JSON_KINDS = {bool: "boolean", int: "integer", float: "float", str: "string", l
                dict: "object"}
 _JSON_TYPE_NAMES = {bool: "boolean", int: "number", float: "number", str: "string",
                     list: "array", dict: "object", type(None): "null"}
-_TEMPORAL = (pa.types.is_timestamp, pa.types.is_date, pa.types.is_time, pa.types.is_duration)
-
-
-class DatasetFormatError(Exception):
-    """A dataset file the user has to fix; `line` is the 1-based physical line when known."""
-
-    def __init__(self, message: str, *, code: str = "dataset_unreadable",
-                 line: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.line = line
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    name: str
-    type: str  # string, integer, float, boolean, list, object, null (all values null), mixed
-
-
-@dataclass(frozen=True)
-class Inspection:
-    num_rows: int
-    columns: list[ColumnInfo]
 
 
 def detect_format(filename: str | None, declared: str | None) -> str:
@@ -113,13 +89,13 @@ def inspect_file(path: Path, fmt: str, *, max_columns: int = 1000) -> Inspection
     """
     with _reading(path, fmt):
         if fmt == "parquet":
-            return _inspect_parquet(path, max_columns)
+            return inspect_parquet(path, max_columns)
         if fmt in _DELIMITERS:
             return _inspect_csv(path, fmt, max_columns)
         if fmt == "conll":
             rows = sum(1 for _ in _conll_rows(path))
             if rows == 0:
-                raise _empty("The CoNLL file holds no sentence.")
+                raise empty_file("The CoNLL file holds no sentence.")
             return Inspection(rows, [ColumnInfo(name, "list") for name in CONLL_COLUMNS])
         return _inspect_objects(_json_rows(path, fmt), fmt, max_columns)
 
@@ -135,7 +111,7 @@ def read_preview(path: Path, fmt: str, limit: int) -> list[dict[str, Any]]:
     """
     with _reading(path, fmt):
         if fmt == "parquet":
-            return _preview_parquet(path, limit)
+            return preview_parquet(path, limit)
         if fmt in _DELIMITERS:
             return _preview_csv(path, fmt, limit)
         if fmt == "conll":
@@ -148,7 +124,7 @@ def _reading(path: Path, fmt: str) -> Iterator[None]:
     if fmt not in FORMATS:
         raise _unsupported(f"Unsupported dataset format {fmt!r}.")
     if path.stat().st_size == 0:
-        raise _empty("The file is empty.")
+        raise empty_file("The file is empty.")
     try:
         yield
     except UnicodeDecodeError:
@@ -167,7 +143,7 @@ def _inspect_csv(path: Path, fmt: str, max_columns: int) -> Inspection:
                     if kind:
                         seen.add(kind)
     if count == 0:
-        raise _empty("The file has a header row but no data rows.")
+        raise empty_file("The file has a header row but no data rows.")
     return Inspection(count, [ColumnInfo(name, _resolve(seen, "string"))
                               for name, seen in zip(header, kinds)])
 
@@ -201,12 +177,12 @@ def _csv_rows(path: Path, fmt: str, max_columns: int | None) -> Iterator[list[st
                                  "double quote that is never closed is the usual cause.",
                                  line=end + 1) from None
     if header is None:
-        raise _empty("The file is empty.")
+        raise empty_file("The file is empty.")
 
 
 def _checked_header(names: list[str], line: int, max_columns: int | None) -> list[str]:
     if max_columns is not None and len(names) > max_columns:
-        raise _too_many(str(len(names)), max_columns)
+        raise too_many_columns(str(len(names)), max_columns)
     seen: dict[str, int] = {}
     for number, name in enumerate(names, 1):
         if not name.strip():
@@ -261,7 +237,7 @@ def _json_array(path: Path) -> list[Any]:
     if "\x00" in text:
         raise _binary(text.count("\n", 0, text.index("\x00")) + 1, "json")
     if not text.strip():
-        raise _empty("The file is empty.")
+        raise empty_file("The file is empty.")
     data = _loads(text, 0, extra_data_hint=" If the file has one object per line, it is "
                   "JSON Lines: name it .jsonl or declare the format 'jsonl'.")
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -310,66 +286,16 @@ def _inspect_objects(rows: Iterable[dict[str, Any]], fmt: str, max_columns: int)
             seen = kinds.get(key)
             if seen is None:
                 if len(kinds) >= max_columns:
-                    raise _too_many(f"more than {max_columns} (row {count} adds {key!r})",
+                    raise too_many_columns(f"more than {max_columns} (row {count} adds {key!r})",
                                     max_columns)
                 seen = kinds[key] = set()
             kind = _JSON_KINDS.get(type(value))
             if kind:
                 seen.add(kind)
     if count == 0:
-        raise _empty(f"The {_NAMES[fmt]} file has no rows.")
+        raise empty_file(f"The {_NAMES[fmt]} file has no rows.")
     return Inspection(count, [ColumnInfo(key, _resolve(seen, "mixed"))
                               for key, seen in kinds.items()])
-
-
-@contextmanager
-def _parquet(path: Path) -> Iterator[pq.ParquetFile]:
-    try:
-        with pq.ParquetFile(path) as parquet:
-            yield parquet
-    except (pa.ArrowException, OSError) as err:  # a damaged footer raises a bare OSError
-        raise DatasetFormatError(f"The file is not a readable Parquet file: {err}",
-                                 code="dataset_unreadable") from None
-
-
-def _inspect_parquet(path: Path, max_columns: int) -> Inspection:
-    with _parquet(path) as parquet:
-        schema, num_rows = parquet.schema_arrow, parquet.metadata.num_rows
-    if len(schema) > max_columns:
-        raise _too_many(str(len(schema)), max_columns)
-    if num_rows == 0:
-        raise _empty("The Parquet file has no rows.")
-    return Inspection(num_rows, [ColumnInfo(field.name, _arrow_kind(field.type))
-                                 for field in schema])
-
-
-def _arrow_kind(arrow_type: pa.DataType) -> str:
-    if pa.types.is_dictionary(arrow_type):
-        arrow_type = arrow_type.value_type
-    t = pa.types  # order matters: structs, maps and unions are nested types too
-    checks = ((t.is_boolean, "boolean"), (t.is_integer, "integer"), (t.is_floating, "float"),
-              (t.is_decimal, "float"), (t.is_struct, "object"), (t.is_map, "object"),
-              (t.is_union, "mixed"), (t.is_nested, "list"), (t.is_null, "null"))
-    # Text, binary, dates, times and durations all preview as text.
-    return next((kind for test, kind in checks if test(arrow_type)), "string")
-
-
-def _preview_parquet(path: Path, limit: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with _parquet(path) as parquet:
-        for batch in parquet.iter_batches(batch_size=max(1, min(limit, _PARQUET_BATCH_ROWS))):
-            if len(rows) >= limit:
-                break
-            rows.extend(_plain_temporal(batch).to_pylist())
-    return [_jsonable(row) for row in rows[:limit]]
-
-
-def _plain_temporal(batch: pa.RecordBatch) -> pa.RecordBatch:
-    # to_pylist() turns nanosecond times into pandas objects, importing pandas; Arrow's own
-    # cast to text does not.
-    columns = [column.cast(pa.string()) if any(test(column.type) for test in _TEMPORAL)
-               else column for column in batch.columns]
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def _conll_rows(path: Path) -> Iterator[dict[str, list[str]]]:
@@ -398,22 +324,6 @@ def _resolve(kinds: set[str], mixed: str) -> str:
     return next(iter(kinds)) if len(kinds) == 1 else mixed
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, decimal.Decimal):
-        value = float(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
-
-
 def _encoding_error(path: Path) -> DatasetFormatError:
     """Finds the first byte that is not UTF-8: the text layer decodes ahead in blocks, so its
     own error cannot say where. No UTF-8 sequence holds a newline byte, so lines decode alone."""
@@ -435,15 +345,6 @@ def _encoding_error(path: Path) -> DatasetFormatError:
 def _binary(line: int, fmt: str) -> DatasetFormatError:
     return DatasetFormatError(f"Line {line} contains a NUL byte: this looks like a binary file, "
                               f"not {_NAMES[fmt]} text.", line=line)
-
-
-def _empty(message: str) -> DatasetFormatError:
-    return DatasetFormatError(message, code="dataset_empty")
-
-
-def _too_many(found: str, max_columns: int) -> DatasetFormatError:
-    return DatasetFormatError(f"The file has {found} columns; at most {max_columns} are "
-                              "supported.", code="dataset_too_many_columns")
 
 
 def _unsupported(message: str) -> DatasetFormatError:
