@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from peft import PeftModel
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    pipeline,
+)
 
-from tests.factories import sentiment_rows, write_rows
+from tests.factories import entity_rows, qa_rows, sentiment_rows, seq2seq_rows, write_rows
 from tests.training.helpers import RecordingSink, data_files, make_spec
 from worker.training.errors import InvalidSpec
 from worker.training.trainer import run_training
@@ -73,6 +81,41 @@ def test_causal_lm_with_lora(tmp_path: Path, tiny_gpt2: Path, sink: RecordingSin
     assert (tmp_path / "out" / "model" / "adapter" / "adapter_model.safetensors").is_file()
     generate = pipeline("text-generation", model=str(tmp_path / "out" / "model"))
     assert generate("the movie", max_new_tokens=3, do_sample=False)[0]["generated_text"]
+
+
+@pytest.mark.parametrize(("task", "family", "rows", "auto_class"), [
+    ("token-classification", "bert", entity_rows(40), AutoModelForTokenClassification),
+    ("question-answering", "bert", qa_rows(40), AutoModelForQuestionAnswering),
+    ("seq2seq", "bart", seq2seq_rows(40), AutoModelForSeq2SeqLM),
+])
+def test_every_tasks_head_trains_and_travels_with_the_adapter(
+        task: str, family: str, rows: list, auto_class: Any, tmp_path: Path,
+        tiny_bert: Path, tiny_bart: Path, sink: RecordingSink) -> None:
+    base_dir = {"bert": tiny_bert, "bart": tiny_bart}[family]
+    spec = make_spec(task, model=f"tiny-{family}", lora={"r": 4},
+                     hyperparameters={"max_steps": 6, "learning_rate": 1e-2})
+    run_training(spec, data_files(write_rows(tmp_path / "train.jsonl", rows)), str(base_dir),
+                 tmp_path / "out", events=sink)
+
+    [loaded] = sink.data_of("model_loaded")
+    assert loaded["lora"] and 0 < loaded["trainable_share"] < 0.5
+    model_dir = tmp_path / "out" / "model"
+    merged = auto_class.from_pretrained(model_dir).eval()
+    head = ({"num_labels": merged.config.num_labels, "id2label": merged.config.id2label}
+            if task == "token-classification" else {})
+    # The base gets a fresh random head: only a head saved in the adapter makes them agree.
+    adapted = PeftModel.from_pretrained(auto_class.from_pretrained(base_dir, **head),
+                                        model_dir / "adapter").eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = dict(tokenizer(["what topic ?"], ["the film was about cats and great"],
+                           return_tensors="pt"))
+    if task == "seq2seq":
+        batch["decoder_input_ids"] = torch.tensor([[merged.config.decoder_start_token_id]])
+    with torch.no_grad():
+        expected, found = merged(**batch), adapted(**batch)
+    for name in ("logits", "start_logits", "end_logits"):
+        if name in expected:
+            assert torch.allclose(expected[name], found[name], atol=1e-4), name
 
 
 def test_unknown_target_modules_are_named(tmp_path: Path, tiny_bert: Path,

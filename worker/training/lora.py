@@ -19,13 +19,26 @@ ADAPTER_FOLDER = "adapter"
 # peft knows the heads of these tasks and keeps them trainable; masked-lm has no task type,
 # and its prediction head is among the linear layers LoRA adapts.
 _TASK_TYPES = {"text-classification": TaskType.SEQ_CLS, "text-regression": TaskType.SEQ_CLS,
+               "token-classification": TaskType.TOKEN_CLS, "seq2seq": TaskType.SEQ_2_SEQ_LM,
                "causal-lm": TaskType.CAUSAL_LM}
+# Heads kept trainable by name instead: peft's QUESTION_ANS model drops token_type_ids on
+# the way to the model, so BERT would train without knowing question from context.
+_HEADS_BY_NAME = {"question-answering": ["qa_outputs"]}
+# The heads at the top of a classifier or QA model, which train in full (`modules_to_save`):
+# "every linear layer" must leave them and their inner layers out, or the two collide.
+_HEADS = r"(classifier|score|qa_outputs)(\..+)?"
+_TASKS_WITH_HEADS = ("text-classification", "text-regression", "token-classification",
+                     "question-answering")
 
 
 def with_lora(model: PreTrainedModel, lora: Lora, spec: JobSpec) -> PeftModel:
+    every_linear_layer = lora.target_modules is None
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_modules or "all-linear",
-                        task_type=_TASK_TYPES.get(spec.task))
+                        exclude_modules=(_HEADS if every_linear_layer
+                                         and spec.task in _TASKS_WITH_HEADS else None),
+                        task_type=_TASK_TYPES.get(spec.task),
+                        modules_to_save=_HEADS_BY_NAME.get(spec.task))
     try:
         return get_peft_model(model, config)
     except ValueError as exc:  # a target module name that the model does not have
