@@ -120,6 +120,13 @@ def _install_error_handlers(app: FastAPI) -> None:
                           f"{first.get('ctx', {}).get('error', 'parse error')}")
         location = [str(part) for part in first.get("loc", ())]
         param = ".".join(location[1:]) or None
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, ValueError) and first.get("type") == "value_error":
+            # A spec rule's own words, without pydantic's "Value error, " before them.
+            return _error(422, "invalid_request", str(cause), getattr(cause, "param", param))
+        if first.get("type") == "model_attributes_type" and location == ["body"]:
+            return _error(422, "invalid_request", "the request body must be a JSON object, "
+                          "sent with Content-Type: application/json")
         if first.get("type") == "extra_forbidden":
             message = f"unknown field '{param}'"
             code = "unknown_field"

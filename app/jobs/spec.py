@@ -30,6 +30,14 @@ _COLUMN = Annotated[str, Field(min_length=1, max_length=256)]
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
+class SpecError(ValueError):
+    """A spec problem at one field, which the API's error names as `param`."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -110,16 +118,19 @@ class DatasetSpec(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
         if (self.train is None) == (self.hub is None):
-            raise ValueError("give exactly one of 'train' (an uploaded dataset id) or 'hub'")
+            raise SpecError("give exactly one of 'train' (an uploaded dataset id) or 'hub'",
+                            "dataset.train")
         if self.hub is not None and (self.validation or self.test):
-            raise ValueError("'validation' and 'test' ids go with 'train', not with 'hub'; "
-                             "use hub.validation_split and hub.test_split")
+            raise SpecError("'validation' and 'test' ids go with 'train', not with 'hub'; "
+                            "use hub.validation_split and hub.test_split", "dataset.hub")
         if self.validation and self.validation_split:
-            raise ValueError("give 'validation' or 'validation_split', not both")
+            raise SpecError("give 'validation' or 'validation_split', not both",
+                            "dataset.validation_split")
         if self.test and self.test_split:
-            raise ValueError("give 'test' or 'test_split', not both")
+            raise SpecError("give 'test' or 'test_split', not both", "dataset.test_split")
         if (self.validation_split or 0) + (self.test_split or 0) >= 0.9:
-            raise ValueError("validation_split + test_split must leave at least 10% for training")
+            raise SpecError("validation_split + test_split must leave at least 10% for "
+                            "training", "dataset.validation_split")
         return self
 
     def uploaded_ids(self) -> dict[str, str]:
@@ -179,7 +190,8 @@ class Hyperparameters(_Strict):
     @model_validator(mode="after")
     def _one_warmup(self) -> Hyperparameters:
         if self.warmup_steps is not None and self.warmup_ratio is not None:
-            raise ValueError("give warmup_steps or warmup_ratio, not both")
+            raise SpecError("give warmup_steps or warmup_ratio, not both",
+                            "hyperparameters.warmup_ratio")
         return self
 
 
@@ -272,39 +284,48 @@ class JobSpec(_Strict):
     def _evaluation_needs_data(self) -> JobSpec:
         wants_eval = self.evaluation.strategy not in (None, "no")
         if wants_eval and not self.dataset.has_validation:
-            raise ValueError("evaluation needs validation data: set dataset.validation or "
-                             "dataset.validation_split, or evaluation.strategy 'no'")
+            raise SpecError("evaluation needs validation data: set dataset.validation or "
+                            "dataset.validation_split, or evaluation.strategy 'no'",
+                            "evaluation.strategy")
         wants_best = self.early_stopping is not None or self.evaluation.keep_best_model
         if wants_best and (self.evaluation.strategy == "no" or not self.dataset.has_validation):
-            raise ValueError("early_stopping and evaluation.keep_best_model choose among "
-                             "evaluations: give validation data and an evaluation strategy")
+            raise SpecError("early_stopping and evaluation.keep_best_model choose among "
+                            "evaluations: give validation data and an evaluation strategy",
+                            "early_stopping" if self.early_stopping else
+                            "evaluation.keep_best_model")
         self._refuse_other_tasks_fields()
         dataset, hyper = self.dataset, self.hyperparameters
         prompts = (dataset.prompt_column, dataset.completion_column)
         if any(prompts) and not all(prompts):
-            raise ValueError("dataset.prompt_column and dataset.completion_column go together")
+            raise SpecError("dataset.prompt_column and dataset.completion_column go together",
+                            "dataset.completion_column" if dataset.prompt_column
+                            else "dataset.prompt_column")
         if any(prompts) and dataset.messages_column:
-            raise ValueError("give dataset.messages_column or dataset.prompt_column and "
-                             "dataset.completion_column, not both")
+            raise SpecError("give dataset.messages_column or dataset.prompt_column and "
+                            "dataset.completion_column, not both", "dataset.messages_column")
         if hyper.train_on_completion_only is not None and not (any(prompts)
                                                                or dataset.messages_column):
-            raise ValueError("hyperparameters.train_on_completion_only needs "
-                             "dataset.prompt_column and dataset.completion_column, or "
-                             "dataset.messages_column")
+            raise SpecError("hyperparameters.train_on_completion_only needs "
+                            "dataset.prompt_column and dataset.completion_column, or "
+                            "dataset.messages_column", "hyperparameters.train_on_completion_only")
         if dataset.answer_start_column and not dataset.answer_column:
-            raise ValueError("dataset.answer_start_column goes with dataset.answer_column")
+            raise SpecError("dataset.answer_start_column goes with dataset.answer_column",
+                            "dataset.answer_start_column")
         if (hyper.doc_stride or 0) >= hyper.max_seq_length // 2:
-            raise ValueError("hyperparameters.doc_stride must be under half of max_seq_length: "
-                             "each window must move on by more than it keeps")
+            raise SpecError("hyperparameters.doc_stride must be under half of max_seq_length: "
+                            "each window must move on by more than it keeps",
+                            "hyperparameters.doc_stride")
         if self.lora is not None and self.freeze.model_dump(exclude_defaults=True):
-            raise ValueError("lora and freeze do not go together: LoRA already keeps the "
-                             "backbone's weights fixed; remove freeze")
+            raise SpecError("lora and freeze do not go together: LoRA already keeps the "
+                            "backbone's weights fixed; remove freeze", "freeze")
         if self.hyperparameters.multi_label_threshold is not None and not dataset.multi_label:
-            raise ValueError("hyperparameters.multi_label_threshold needs dataset.multi_label")
+            raise SpecError("hyperparameters.multi_label_threshold needs dataset.multi_label",
+                            "hyperparameters.multi_label_threshold")
         metric = self.evaluation.metric_for_best_model
         if metric is not None and metric not in self.metric_names():
-            raise ValueError(f"evaluation.metric_for_best_model must be one of "
-                             f"{', '.join(self.metric_names())} for this task")
+            raise SpecError(f"evaluation.metric_for_best_model must be one of "
+                            f"{', '.join(self.metric_names())} for this task",
+                            "evaluation.metric_for_best_model")
         return self
 
     def metric_names(self) -> tuple[str, ...]:
@@ -318,9 +339,10 @@ class JobSpec(_Strict):
             section = getattr(self, section_name)
             if self.task not in tasks and getattr(section, name) != \
                     type(section).model_fields[name].default:
-                raise ValueError(f"{path} is for the {' and '.join(tasks)} task"
-                                 f"{'s' if len(tasks) > 1 else ''} only; remove it for "
-                                 f"{self.task}")
+                named = (tasks[0] if len(tasks) == 1
+                         else f"{', '.join(tasks[:-1])} and {tasks[-1]}")
+                raise SpecError(f"{path} is for the {named} task{'s' if len(tasks) > 1 else ''} "
+                                f"only; remove it for {self.task}", path)
 
     def columns_read(self) -> dict[str, str]:
         """The dataset columns the task reads, by the spec field that names them."""

@@ -79,3 +79,30 @@ def test_unknown_query_parameters_are_refused(api: TestClient) -> None:
 def test_hub_dataset_ids_are_hub_ids_only(api: TestClient, hub: str) -> None:
     spec = {"task": "text-classification", "model": "tiny/bert", "dataset": {"hub": {"hub": hub}}}
     assert_error(api.post("/v1/jobs", json=spec), 422, "invalid_request", "dataset.hub.hub")
+
+
+@pytest.mark.parametrize(("changes", "param"), [
+    ({"hyperparameters": {"num_beams": 4}}, "hyperparameters.num_beams"),
+    ({"hyperparameters": {"warmup_steps": 1, "warmup_ratio": 0.1}},
+     "hyperparameters.warmup_ratio"),
+    ({"lora": {}, "freeze": {"encoder": True}}, "freeze"),
+    ({"dataset": {"validation_split": None}, "early_stopping": {"patience": 1}},
+     "early_stopping"),
+])
+def test_a_rule_between_fields_names_the_field(api: TestClient, tmp_path: Path,
+                                                changes: dict[str, Any], param: str) -> None:
+    dataset = sentiment_dataset(api, tmp_path)
+    spec = job_spec(dataset["id"])
+    for section, value in changes.items():
+        spec[section] = {**spec.get(section, {}), **value}
+    error = assert_error(api.post("/v1/jobs", json=spec), 422, "invalid_request", param)
+    assert not error["message"].startswith("Value error")
+
+
+@pytest.mark.parametrize("body", ["task=text-classification", "[]"])
+def test_a_body_that_is_not_a_json_object_says_so(api: TestClient, body: str) -> None:
+    response = api.post("/v1/jobs", content=body,
+                        headers={"content-type": "application/json"
+                                 if body == "[]" else "application/x-www-form-urlencoded"})
+    error = assert_error(response, 422, "invalid_request")
+    assert "must be a JSON object" in error["message"]
