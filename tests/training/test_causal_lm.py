@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, pipeline
 from tests.factories import sentiment_rows, write_rows
 from tests.training.helpers import RecordingSink, data_files, make_spec
 from worker.training.data import PreparedData
-from worker.training.errors import DatasetInvalid
+from worker.training.errors import DatasetInvalid, InvalidSpec
 from worker.training.tasks.causal_lm import IGNORED, tokenize
 from worker.training.trainer import run_training
 
@@ -148,3 +148,15 @@ def test_a_chat_without_an_assistant_turn_is_named(tiny_gpt2: Path) -> None:
     with pytest.raises(DatasetInvalid, match="row 0 of the train data has no 'assistant'"):
         tokenize(PreparedData(rows, None, None, []), AutoTokenizer.from_pretrained(tiny_gpt2),
                  spec)
+
+
+@pytest.mark.parametrize("fields", [{}, {"prompt_column": "prompt",
+                                         "completion_column": "completion"}])
+def test_an_encoder_is_refused_for_causal_lm(tmp_path: Path, tiny_bert: Path,
+                                             sink: RecordingSink, fields: dict) -> None:
+    rows = [{"text": "a film", **row} for row in prompt_rows(10)]
+    files = data_files(write_rows(tmp_path / "train.jsonl", rows))
+    spec = make_spec("causal-lm", dataset=fields)
+    with pytest.raises(InvalidSpec, match="is an encoder") as refused:
+        run_training(spec, files, str(tiny_bert), tmp_path / "out", events=sink)
+    assert "GPT-style" in (refused.value.hint or "")

@@ -107,6 +107,8 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
 
     location = checked_location(spec.model, model_source)
     tokenizer = load_tokenizer(spec, model_source, location)
+    # In the job's order, so that a spec with two faults fails here as the job would.
+    model, config = _meta_model(spec, model_source, location, recipe, prepared.label_names)
     recipe.collator(tokenizer, spec)  # a collator refuses a tokenizer it cannot batch with
     limit = model_length(tokenizer, hyper.max_seq_length)
     # Exactly as run_training tokenizes: that is what makes the step count the job's.
@@ -123,7 +125,6 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
             "or shorten the texts."))
     report["steps"] = training_steps(len(splits["train"]), hyper)
 
-    model, config = _meta_model(spec, model_source, location, recipe, prepared.label_names)
     total, trainable = count_parameters(model)
     report["parameters"] = {"total": total, "trainable": trainable,
                             "trainable_share": round(trainable / total, 6) if total else 0.0,
@@ -258,6 +259,7 @@ def _meta_model(spec: JobSpec, model_source: str, location: Any, recipe: TaskRec
         config = AutoConfig.from_pretrained(  # nosec B615
             model_source, trust_remote_code=False, **location.options,
             **recipe.head(label_names))
+        recipe.check_model(config, spec)
         with torch.device("meta"):
             model = recipe.model_class.from_config(config)
     freeze(model, spec.freeze, spec.model)

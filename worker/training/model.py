@@ -56,6 +56,7 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
         model = recipe.model_class.from_pretrained(  # nosec B615
             model_source, use_safetensors=True, trust_remote_code=False,
             **location.options, **recipe.head(label_names))
+    recipe.check_model(model.config, spec)
     if model.config.pad_token_id is None:
         # GPT-style heads find each sequence's last token by the padding id.
         model.config.pad_token_id = tokenizer.pad_token_id

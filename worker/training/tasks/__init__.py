@@ -18,6 +18,7 @@ from datasets import Dataset
 from transformers import (
     DataCollatorWithPadding,
     EvalPrediction,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -68,6 +69,11 @@ class TaskRecipe:
     # Examples of what the trained model does, saved with it as samples.json.
     samples: Callable[[PreTrainedModel, PreTrainedTokenizerBase, PreparedData, JobSpec],
                       list[dict[str, str]]] | None = None
+    # Refuses (InvalidSpec) a model that transformers would load for the task but that cannot
+    # learn it, e.g. a BERT for causal-lm; given the model's config.
+    check_model: Callable[[PretrainedConfig, JobSpec], None] = lambda _config, _spec: None
+    # Readies the trained model for saving (its generation settings, say).
+    finish: Callable[[PreTrainedModel, JobSpec], None] = lambda _model, _spec: None
     # The Trainer, its arguments and the task's own arguments (generation settings, say).
     trainer_class: type[Trainer] = Trainer
     arguments_class: type[TrainingArguments] = TrainingArguments

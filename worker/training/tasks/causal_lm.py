@@ -18,13 +18,15 @@ from datasets import Dataset
 from transformers import (
     AutoModelForCausalLM,
     DataCollatorForSeq2Seq,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from app.jobs.spec import JobSpec
 from worker.training.data import PreparedData, model_length
-from worker.training.errors import DatasetInvalid
+from worker.training.errors import DatasetInvalid, InvalidSpec
 from worker.training.labels import LABELS
 from worker.training.metrics import perplexity
 from worker.training.tasks import TaskRecipe
@@ -160,6 +162,17 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str
                                              add_generation_prompt=True))
 
 
+def check_model(config: PretrainedConfig, spec: JobSpec) -> None:
+    """An encoder (BERT, RoBERTa) loads with a language-model head too, but it reads the whole
+    text at once: it would see every token it is asked to predict."""
+    encoder = (config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+               and not config.is_encoder_decoder and not getattr(config, "is_decoder", False))
+    if encoder:
+        raise InvalidSpec(f"{spec.model} is an encoder ({config.model_type}), which sees the "
+                          "whole text at once and cannot learn to write it left to right",
+                          hint=f"{RECIPE.models_hint}")
+
+
 def collator(tokenizer: PreTrainedTokenizerBase, _: JobSpec) -> DataCollatorForSeq2Seq:
     # Pads inputs with the padding token and labels with IGNORED, so padding costs no loss.
     return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORED, padding=True)
@@ -195,4 +208,4 @@ RECIPE = TaskRecipe(model_class=AutoModelForCausalLM, pipeline="text-generation"
                     head=lambda _: {}, collator=collator,
                     models_hint="Use a GPT-style model (GPT-2, Llama, Qwen, ...); BERT-style "
                                 "models learn with masked-lm.", derived_metrics=perplexity,
-                    tokenize=tokenize, samples=samples)
+                    tokenize=tokenize, samples=samples, check_model=check_model)
