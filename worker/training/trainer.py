@@ -91,6 +91,7 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
                 metrics |= _final_evaluation(trainer, spec, recipe, splits[role], role, prefix,
                                              prepared.label_names, events)
         metrics = json_safe(metrics)
+        recipe.finish(trainer.model, spec)
         extra: dict[str, Any] = {}
         if recipe.samples is not None:
             extra["samples.json"] = recipe.samples(trainer.model, tokenizer, prepared, spec)

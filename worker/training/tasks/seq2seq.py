@@ -79,8 +79,7 @@ def text_scores(written: list[str], targets: list[str]) -> Metrics:
     return {"bleu": sacrebleu.corpus_bleu(written, [targets]).score / 100,
             "chrf": sacrebleu.corpus_chrf(written, [targets]).score / 100,
             **{kind: float(np.mean([score[kind].fmeasure for score in rouge]))
-               for kind in ROUGE_TYPES},
-            "generated_length": float(np.mean([len(text.split()) for text in written]))}
+               for kind in ROUGE_TYPES}}
 
 
 def metrics(evaluated: Evaluated) -> Callable[[EvalPrediction], Metrics]:
@@ -88,9 +87,11 @@ def metrics(evaluated: Evaluated) -> Callable[[EvalPrediction], Metrics]:
 
     def compute(prediction: EvalPrediction) -> Metrics:
         generated = prediction.predictions
-        generated = generated[0] if isinstance(generated, tuple) else generated
-        return text_scores(_texts(np.asarray(generated), tokenizer),
-                           _texts(np.asarray(prediction.label_ids), tokenizer))
+        generated = np.asarray(generated[0] if isinstance(generated, tuple) else generated)
+        written = ~np.isin(generated, [IGNORED, *tokenizer.all_special_ids])
+        return {**text_scores(_texts(generated, tokenizer),
+                              _texts(np.asarray(prediction.label_ids), tokenizer)),
+                "generated_tokens": float(written.sum(axis=1).mean())}
 
     return compute
 
@@ -108,12 +109,18 @@ def samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                                 strict=True):
             inputs = tokenizer(_sources([text], spec), return_tensors="pt", truncation=True,
                                max_length=model_length(tokenizer, hyper.max_seq_length))
-            output = model.generate(**inputs.to(model.device),
-                                    max_new_tokens=hyper.generation_max_length,
-                                    num_beams=hyper.num_beams or 1, do_sample=False)
+            # The decoding settings are the model's own by now (see `finish`).
+            output = model.generate(**inputs.to(model.device), do_sample=False)
             written.append({"source": text, "target": target,
                             "written": tokenizer.decode(output[0], skip_special_tokens=True)})
     return written
+
+
+def finish(model: PreTrainedModel, spec: JobSpec) -> None:
+    """The saved model decodes as the evaluations did: `generate` needs no arguments."""
+    hyper = spec.hyperparameters
+    model.generation_config.max_length = hyper.generation_max_length
+    model.generation_config.num_beams = hyper.num_beams or 1
 
 
 def _generation_arguments(spec: JobSpec) -> dict[str, Any]:
@@ -125,5 +132,6 @@ def _generation_arguments(spec: JobSpec) -> dict[str, Any]:
 RECIPE = TaskRecipe(
     model_class=AutoModelForSeq2SeqLM, pipeline=None, head=lambda _: {}, collator=collator,
     models_hint="Use an encoder-decoder such as T5, BART, mBART or Marian.",
-    metrics=metrics, tokenize=tokenize, samples=samples, trainer_class=Seq2SeqTrainer,
+    metrics=metrics, tokenize=tokenize, samples=samples, finish=finish,
+    trainer_class=Seq2SeqTrainer,
     arguments_class=Seq2SeqTrainingArguments, arguments=_generation_arguments)
