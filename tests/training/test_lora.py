@@ -43,7 +43,12 @@ def test_adapter_and_merged_model_predict_alike(tmp_path: Path, tiny_bert: Path,
     adapter_dir = model_dir / "adapter"
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {
         p.name for p in adapter_dir.iterdir()}
-    assert json.loads((adapter_dir / "adapter_config.json").read_text())["r"] == 4
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 4
+    # Named as the spec names the model; nothing of the worker's disk or loader goes along.
+    assert adapter_config["base_model_name_or_path"] == "tiny-bert"
+    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    assert not {"local_files_only", "revision", "is_local"} & set(tokenizer_config)
 
     merged = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     base = AutoModelForSequenceClassification.from_pretrained(

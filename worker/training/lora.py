@@ -40,11 +40,14 @@ def with_lora(model: PreTrainedModel, lora: Lora, spec: JobSpec) -> PeftModel:
                         task_type=_TASK_TYPES.get(spec.task),
                         modules_to_save=_HEADS_BY_NAME.get(spec.task))
     try:
-        return get_peft_model(model, config)
+        adapted = get_peft_model(model, config)
     except ValueError as exc:  # a target module name that the model does not have
         raise InvalidSpec(f"LoRA cannot adapt {spec.model}: {str(exc).splitlines()[0]}",
                           hint="Name linear layers the model has in lora.target_modules, or "
                                "leave it out to adapt all of them.") from exc
+    # The saved adapter names its base as the user does, not by this worker's folder.
+    adapted.peft_config[adapted.active_adapter].base_model_name_or_path = spec.model
+    return adapted
 
 
 def save_adapter_and_merged(model: PeftModel, folder: Path) -> PreTrainedModel:

@@ -91,6 +91,10 @@ def load_tokenizer(spec: JobSpec, model_source: str,
         tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
             model_source, trust_remote_code=False, **location.options,
             **recipe_for(spec).tokenizer_options)
+    # How this worker found the files is no setting of the tokenizer: keep it out of the
+    # saved tokenizer_config.json.
+    for loader_option in (*location.options, "is_local"):
+        tokenizer.init_kwargs.pop(loader_option, None)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         # GPT-style tokenizers have no padding token, and batches need one.
         tokenizer.pad_token = tokenizer.eos_token
