@@ -58,7 +58,7 @@ class JobOut(BaseModel):
             id=job.id, project_id=job.project_id, submitted_by=submitted_by, name=job.name,
             status=job.status, spec=job.spec,
             progress=Progress(step=job.step, total_steps=job.total_steps, epoch=job.epoch,
-                              percent=percent, eta_seconds=job.eta_seconds),
+                              percent=percent, eta_seconds=_eta(job)),
             metrics=job.metrics, error=error, created_at=job.created_at,
             attempts=[AttemptOut(number=a.number, worker=a.worker, started_at=a.started_at,
                                  ended_at=a.ended_at, outcome=a.outcome,
@@ -95,3 +95,10 @@ class MetricPointOut(BaseModel):
 class MetricsOut(BaseModel):
     job_id: str
     series: dict[str, list[MetricPointOut]]
+
+
+def _eta(job: Job) -> float | None:
+    # A job that stopped early never reaches its last estimate: only a running job has one.
+    if job.status == "succeeded":
+        return 0.0
+    return job.eta_seconds if job.status in ("running", "cancelling") else None
