@@ -19,6 +19,9 @@ import pandas as pd
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
     BartConfig,
     BartForConditionalGeneration,
     BertConfig,
@@ -299,6 +302,30 @@ def seq2seq_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
         rng.shuffle(words)
         rows.append({"source": " ".join(words), "target": f"about {topic} and {mood}"})
     return rows
+
+
+def predicted_answer(model_dir: Path, question: str, context: str) -> str:
+    """A saved question-answering model's answer, read the plain transformers way (5.x has no
+    question-answering pipeline): the best start in the context, then the best end from it."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
+    inputs = tokenizer(question, context, return_tensors="pt", return_offsets_mapping=True)
+    offsets = inputs.pop("offset_mapping")[0]
+    with torch.no_grad():
+        output = model(**inputs)
+    context_tokens = torch.tensor([part == 1 for part in inputs.sequence_ids(0)])
+    start = int(output.start_logits[0].masked_fill(~context_tokens, -1e9).argmax())
+    end = int(output.end_logits[0].masked_fill(~context_tokens, -1e9)[start:].argmax()) + start
+    return context[int(offsets[start][0]):int(offsets[end][1])]
+
+
+def generated_text(model_dir: Path, source: str, max_new_tokens: int = 10) -> str:
+    """What a saved encoder-decoder writes for `source`, greedily."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    written = model.generate(**tokenizer(source, return_tensors="pt"),
+                             max_new_tokens=max_new_tokens)
+    return tokenizer.decode(written[0], skip_special_tokens=True).strip()
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]], fmt: str | None = None) -> Path:

@@ -66,3 +66,17 @@ def train_download_predict(service: Service, tmp_path: Path) -> dict[str, Any]:
     correct = sum(p["label"] == row["label"] for p, row in zip(predictions, unseen, strict=True))
     assert correct / len(unseen) >= 0.8
     return finished
+
+
+def train_with_validation(service: Service, tmp_path: Path, spec: dict[str, Any],
+                          train_rows: list[dict[str, Any]],
+                          validation_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Upload both row sets as JSON Lines, run `spec` on them, follow it to success; answers
+    the finished job."""
+    train = service.upload(write_rows(tmp_path / "train.jsonl", train_rows))
+    validation = service.upload(write_rows(tmp_path / "validation.jsonl", validation_rows))
+    dataset = {**spec.get("dataset", {}), "train": train["id"], "validation": validation["id"]}
+    job = service.submit({**spec, "dataset": dataset})
+    finished = service.wait_for(job["id"])
+    assert finished["status"] == "succeeded", finished["error"]
+    return finished

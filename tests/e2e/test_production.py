@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import json
 import select
 import socket
 import subprocess
@@ -17,8 +18,8 @@ import pytest
 import redis
 from transformers import pipeline
 
-from tests.conftest import TINY_GPT2, TINY_MODEL, postgres_database
-from tests.e2e.flows import train_download_predict
+from tests.conftest import TINY_BART, TINY_GPT2, TINY_MODEL, postgres_database
+from tests.e2e.flows import train_download_predict, train_with_validation
 from tests.e2e.service import (
     Service,
     finetune,
@@ -31,9 +32,13 @@ from tests.e2e.service import (
 )
 from tests.factories import (
     entity_rows,
+    generated_text,
     multi_label_rows,
     pickled_model,
+    predicted_answer,
+    qa_rows,
     sentiment_rows,
+    seq2seq_rows,
     write_conll,
     write_rows,
 )
@@ -189,6 +194,45 @@ def test_token_classification_through_the_service(service: Service, tmp_path: Pa
     tagger = pipeline("token-classification", model=str(model))
     assert {entity["entity"] for entity in tagger("the dogs were awful")} <= {"B-TOPIC",
                                                                              "B-MOOD"}
+
+
+def test_question_answering_through_the_service(service: Service, tmp_path: Path) -> None:
+    # 30 epochs: at 20, one seed in four stops at an exact match near 0.6. Only the final
+    # evaluation counts here; evaluating every epoch would double the time.
+    finished = train_with_validation(
+        service, tmp_path, {"task": "question-answering", "model": TINY_MODEL,
+                            "evaluation": {"strategy": "no"},
+                            "hyperparameters": {"epochs": 30, "learning_rate": 5e-3}},
+        qa_rows(300), qa_rows(60, seed=1))
+    final = finished["metrics"]["final"]
+    assert final["eval_exact_match"] >= 0.8 and final["eval_f1"] >= 0.8, final
+    model = service.download_model(finished["id"], tmp_path / "download")
+    # Words of the toy contexts in a new order: the tiny vocabulary knows few others.
+    context = "the film was really about coffee and dreadful"
+    assert predicted_answer(model, "what topic ?", context) == "coffee"
+    assert predicted_answer(model, "what mood ?", context) == "dreadful"
+
+
+def test_seq2seq_through_the_service(service: Service, tmp_path: Path) -> None:
+    # 100 epochs: at 60, one seed in eight stays under a chrF of 0.7. Only the final
+    # evaluation counts here; generating at every epoch would only slow it.
+    finished = train_with_validation(
+        service, tmp_path, {"task": "seq2seq", "model": TINY_BART,
+                            "evaluation": {"strategy": "no"},
+                            "hyperparameters": {"epochs": 100, "learning_rate": 5e-3,
+                                                "generation_max_length": 10}},
+        seq2seq_rows(200), seq2seq_rows(40, seed=1))
+    final = finished["metrics"]["final"]
+    assert final["eval_chrf"] >= 0.8 and final["eval_rougeL"] >= 0.8, final
+    assert final["eval_bleu"] >= 0.5, final
+    # One event per epoch: past the default page of 100.
+    events = service.client.get(f"/v1/jobs/{finished['id']}/events",
+                                params={"limit": 1000}).json()["data"]
+    shown = next(event for event in events if event["kind"] == "samples")["data"]["samples"]
+    model = service.download_model(finished["id"], tmp_path / "download")
+    assert json.loads((model / "samples.json").read_text()) == shown and len(shown) == 3
+    # A new source shaped like the toy ones: four filler words, a topic, a mood.
+    assert generated_text(model, "the cats film was really awful") == "about cats and awful"
 
 
 def test_multi_label_with_lora_through_the_service(service: Service, tmp_path: Path) -> None:

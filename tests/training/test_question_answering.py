@@ -5,30 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from datasets import Dataset
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+from transformers import AutoTokenizer
 
-from tests.factories import qa_rows, write_rows
+from tests.factories import predicted_answer, qa_rows, write_rows
 from tests.training.helpers import RecordingSink, data_files, make_spec
 from worker.training.data import PreparedData
 from worker.training.errors import DatasetInvalid
 from worker.training.tasks.question_answering import squad_scores, tokenize
 from worker.training.trainer import run_training
-
-
-def answer(model_dir: Path, question: str, context: str) -> str:
-    """The saved model's answer, read the plain transformers way: best start, best end."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
-    inputs = tokenizer(question, context, return_tensors="pt", return_offsets_mapping=True)
-    offsets = inputs.pop("offset_mapping")[0]
-    with torch.no_grad():
-        output = model(**inputs)
-    context_tokens = torch.tensor([part == 1 for part in inputs.sequence_ids(0)])
-    start = int(output.start_logits[0].masked_fill(~context_tokens, -1e9).argmax())
-    end = int(output.end_logits[0].masked_fill(~context_tokens, -1e9)[start:].argmax()) + start
-    return context[int(offsets[start][0]):int(offsets[end][1])]
 
 
 @pytest.mark.parametrize(("family", "unanswerable"), [("bert", 0.0), ("roberta", 0.2)])
@@ -52,7 +37,8 @@ def test_learns_to_find_the_answer_in_the_context(tmp_path: Path,
     assert trained["eval_exact_match"] >= 0.8 > untrained["eval_exact_match"] + 0.3
     assert trained["eval_f1"] >= trained["eval_exact_match"]
     model_dir = tmp_path / "trained" / "model"
-    assert answer(model_dir, "what topic ?", "the plot was about trains and lovely") == "trains"
+    assert predicted_answer(model_dir, "what topic ?",
+                            "the plot was about trains and lovely") == "trains"
     assert "AutoModelForQuestionAnswering" in (model_dir / "README.md").read_text()
 
 
