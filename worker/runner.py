@@ -82,6 +82,9 @@ def run_standby() -> int:
     import worker.training.trainer  # noqa: F401
     from app.config import get_settings
     from app.storage import LocalStorage
+    from worker.training.tasks import recipes
+
+    recipes()  # the task modules and their metric libraries (sacrebleu, rouge-score, seqeval)
 
     job_id = sys.stdin.readline().strip()
     if not job_id:  # the worker is shutting down: no job will come

@@ -142,6 +142,7 @@ def test_early_stopping_through_the_service(service: Service, tmp_path: Path) ->
     best = finished["metrics"]["final"]["best_model"]
     assert best["stopped_early"] and best["step"] == 3 and best["metric"] == "eval_f1"
     assert finished["progress"]["step"] == 6  # two epochs of three steps, not six
+    assert finished["progress"]["eta_seconds"] == 0.0  # not the estimate at step 6 of 18
     events = service.client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
     stopped = next(event for event in events if event["kind"] == "early_stopped")
     assert "did not improve" in stopped["message"] and stopped["data"]["best_step"] == 3

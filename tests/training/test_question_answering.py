@@ -32,13 +32,15 @@ def test_learns_to_find_the_answer_in_the_context(tmp_path: Path,
         return run_training(spec, files, str(tiny_models[family]), tmp_path / out, events=sink)
 
     untrained = run({"max_steps": 1, "learning_rate": 1e-9}, "untrained")
-    trained = run({"epochs": 20, "learning_rate": 5e-3}, "trained")
+    # 30 epochs: at 20, some seeds stop short of the bar.
+    trained = run({"epochs": 30, "learning_rate": 5e-3}, "trained")
 
     assert trained["eval_exact_match"] >= 0.8 > untrained["eval_exact_match"] + 0.3
     assert trained["eval_f1"] >= trained["eval_exact_match"]
     model_dir = tmp_path / "trained" / "model"
+    # Words of the toy data only: a tiny model knows nothing else.
     assert predicted_answer(model_dir, "what topic ?",
-                            "the plot was about trains and lovely") == "trains"
+                            "the plot was trains lovely film") == "trains"
     assert "AutoModelForQuestionAnswering" in (model_dir / "README.md").read_text()
 
 

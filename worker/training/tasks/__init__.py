@@ -97,7 +97,13 @@ def padded_batches(tokenizer: PreTrainedTokenizerBase, _: JobSpec) -> DataCollat
     return DataCollatorWithPadding(tokenizer)
 
 
-def recipe_for(spec: JobSpec) -> TaskRecipe:
+# The key of multi-label text classification, which is a text-classification option.
+MULTI_LABEL = "text-classification/multi-label"
+
+
+def recipes() -> dict[str, TaskRecipe]:
+    """Every recipe by task name. Imports every task module: the task modules import this
+    one, and the standby trainer calls it to have them imported before a job arrives."""
     from worker.training.tasks import (
         causal_lm,
         masked_lm,
@@ -109,14 +115,16 @@ def recipe_for(spec: JobSpec) -> TaskRecipe:
         token_classification,
     )
 
-    if spec.dataset.multi_label:
-        return multi_label_classification.RECIPE
-    recipes = {"text-classification": text_classification.RECIPE,
-               "text-regression": text_regression.RECIPE, "masked-lm": masked_lm.RECIPE,
-               "token-classification": token_classification.RECIPE,
-               "causal-lm": causal_lm.RECIPE, "question-answering": question_answering.RECIPE,
-               "seq2seq": seq2seq.RECIPE}
-    return recipes[spec.task]
+    return {"text-classification": text_classification.RECIPE,
+            MULTI_LABEL: multi_label_classification.RECIPE,
+            "text-regression": text_regression.RECIPE, "masked-lm": masked_lm.RECIPE,
+            "token-classification": token_classification.RECIPE,
+            "causal-lm": causal_lm.RECIPE, "question-answering": question_answering.RECIPE,
+            "seq2seq": seq2seq.RECIPE}
+
+
+def recipe_for(spec: JobSpec) -> TaskRecipe:
+    return recipes()[MULTI_LABEL if spec.dataset.multi_label else spec.task]
 
 
 def with_derived_metrics(recipe: TaskRecipe, metrics: dict[str, Any],
