@@ -2,7 +2,7 @@
 
 Revision ID: 7c1d2e9a4b60
 Revises: 442a8f9b6fde
-Create Date: 2026-12-01 10:12:31.482113
+Create Date: 2026-11-28 22:00:00.000000
 """
 
 from __future__ import annotations
