@@ -221,7 +221,8 @@ class Evaluation(_Strict):
     metric_for_best_model: str | None = Field(
         default=None, max_length=64,
         description="The evaluation metric that picks the best model; default per task: "
-                    "'f1' for classification, 'mse' for regression")
+                    "'f1' (classification, tags, QA), 'f1_micro' (multi-label), 'mse' "
+                    "(regression), 'chrf' (seq2seq), 'loss' (language models)")
     keep_best_model: bool | None = Field(
         default=None, description="Save the best evaluated model instead of the last; "
                                   "default: on with early_stopping, else off")
