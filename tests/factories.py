@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from transformers import (
     GPT2Tokenizer,
     PretrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     RobertaConfig,
     RobertaModel,
     RobertaTokenizer,
@@ -133,6 +134,18 @@ def _tiny_backbone(family: str, vocab_size: int, pad_token_id: int) -> PreTraine
     raise ValueError(f"unknown family {family!r}: use bert, electra, distilbert or roberta")
 
 
+def _save_seeded(folder: Path, tokenizer: PreTrainedTokenizerBase,
+                 build: Callable[[], PreTrainedModel]) -> Path:
+    """Build the model with the same weights on every call (the random state is forked and
+    seeded), and save it and `tokenizer` into `folder`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def write_tiny_bert(folder: Path, *, family: str = "bert") -> Path:
     """Save a tiny random backbone (no task head) and its tokenizer into `folder`.
 
@@ -142,12 +155,8 @@ def write_tiny_bert(folder: Path, *, family: str = "bert") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = (_byte_level_bpe() if family == "roberta"
                  else BertTokenizer(vocab=_wordpiece_vocab(), model_max_length=MAX_POSITIONS))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = _tiny_backbone(family, len(tokenizer), tokenizer.pad_token_id)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _save_seeded(folder, tokenizer,
+                        lambda: _tiny_backbone(family, len(tokenizer), tokenizer.pad_token_id))
 
 
 def write_tiny_gpt2(folder: Path) -> Path:
@@ -160,12 +169,7 @@ def write_tiny_gpt2(folder: Path) -> Path:
     end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=MAX_POSITIONS, n_embd=32,
                         n_layer=2, n_head=2, bos_token_id=end, eos_token_id=end)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = GPT2LMHeadModel(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _save_seeded(folder, tokenizer, lambda: GPT2LMHeadModel(config))
 
 
 def write_tiny_bart(folder: Path) -> Path:
@@ -180,12 +184,7 @@ def write_tiny_bart(folder: Path) -> Path:
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                         decoder_start_token_id=tokenizer.eos_token_id,
                         forced_eos_token_id=tokenizer.eos_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = BartForConditionalGeneration(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _save_seeded(folder, tokenizer, lambda: BartForConditionalGeneration(config))
 
 
 def sentiment_rows(n: int, *, seed: int = 0,
