@@ -212,6 +212,21 @@ class TestSubmit:
         assert_error(api.post("/v1/jobs", json=plain), 422, "column_not_found",
                      "dataset.text_column")
 
+    def test_causal_lm_reads_chats_as_lists_of_messages(self, api: TestClient,
+                                                        tmp_path: Path) -> None:
+        chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+        chats = upload_rows(api, tmp_path, [{"messages": chat, "text": "hi"}] * 4,
+                            "chats.jsonl")
+        spec = {"task": "causal-lm", "model": "tiny/gpt2",
+                "dataset": {"train": chats["id"], "messages_column": "messages"}}
+        ok = api.post("/v1/jobs", json=spec)
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["spec"]["hyperparameters"]["train_on_completion_only"] is True
+        spec["dataset"]["messages_column"] = "text"
+        error = assert_error(api.post("/v1/jobs", json=spec), 422, "invalid_column_type",
+                             "dataset.messages_column")
+        assert '{"role": ..., "content": ...}' in error["message"]
+
     @pytest.mark.parametrize(("dataset_fields", "words"), [
         ({"prompt_column": "q"}, "go together"),
         ({"prompt_column": "q", "completion_column": "a", "task": "masked-lm"},
