@@ -34,6 +34,7 @@ from app.dry_runs import service as dry_runs
 from app.jobs.spec import JobSpec
 from app.processes import die_with_parent
 from app.storage import LocalStorage
+from worker.standby import trainer_env
 
 logger = logging.getLogger("finetune.worker")
 # How often an idle server looks for a new dry run: the API waits for this, too.
@@ -125,7 +126,7 @@ class DryRunProcess:
         # Argv is sys.executable and a module; its log lines go to the worker's log.
         self.process = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "worker.dry_runs"], stdin=subprocess.DEVNULL,
-            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            env=trainer_env(),
             start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
 
     def stop(self) -> None:
