@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 from tests.factories import generated_text, seq2seq_rows, write_rows
 from tests.training.helpers import RecordingSink, data_files, make_spec
 from worker.training.data import PreparedData
+from worker.training.errors import InvalidSpec
 from worker.training.tasks.seq2seq import text_scores, tokenize
 from worker.training.trainer import run_training
 
@@ -63,3 +64,11 @@ def test_text_scores_are_on_a_zero_to_one_scale() -> None:
     assert perfect["rouge1"] == perfect["rouge2"] == perfect["rougeL"] == pytest.approx(1.0)
     wrong = text_scores(["dogs"], ["about cats and great"])
     assert wrong["bleu"] == 0.0 and wrong["rougeL"] == 0.0 and wrong["chrf"] < 0.2
+
+
+def test_a_decoder_only_model_is_refused(tmp_path: Path, tiny_gpt2: Path,
+                                         sink: RecordingSink) -> None:
+    files = data_files(write_rows(tmp_path / "train.jsonl", seq2seq_rows(8)))
+    with pytest.raises(InvalidSpec, match="cannot be trained for seq2seq") as refused:
+        run_training(make_spec("seq2seq"), files, str(tiny_gpt2), tmp_path / "out", events=sink)
+    assert "encoder-decoder" in (refused.value.hint or "")
