@@ -28,7 +28,7 @@ from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
 from app.params import reject_unknown_query_parameters
-from app.queue import Broker
+from app.broker import Broker
 from app.ratelimit import make_rate_limiter
 from app.storage import LocalStorage
 

@@ -124,6 +124,8 @@ class Job(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column()
+    # The JobSpec version the spec was stored under: the worker upgrades older ones.
+    spec_version: Mapped[int] = mapped_column(Integer, server_default="1")
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     epoch: Mapped[float | None] = mapped_column(Float)

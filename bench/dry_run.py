@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    from app.catalog import resolve_model
+    from worker.catalog import resolve_model
     from app.jobs.spec import JobSpec
     from worker.dry_runs import warm_up
     from worker.training.data import DataFile, DataFiles

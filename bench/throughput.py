@@ -56,7 +56,7 @@ def sample_sst2(path: Path, sentences: int) -> Path:
 
 
 def model_folder() -> str:
-    from app.catalog import resolve_model
+    from worker.catalog import resolve_model
 
     folder = resolve_model(MODEL, Path("var/models"))
     if folder == MODEL:

@@ -78,7 +78,7 @@ class DryRunServer:
 
     def report(self, spec: JobSpec) -> dict[str, Any]:
         """The dry run's report; a failure of any kind is an error in it, never no answer."""
-        from app.catalog import resolve_model
+        from worker.catalog import resolve_model
         from worker.runner import data_files
         from worker.training.dry_run import dry_run, failed
         from worker.training.errors import TrainingError

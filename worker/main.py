@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from app import migrate
+from app.broker import QUEUE, Broker
 from app.config import Settings
 from app.db import make_engine, make_session_factory
-from worker.celery_app import QUEUE, create_celery, declare_queue
-from worker.tasks import register_tasks
+from worker.celery_tasks import register_tasks
 
 
 def run_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
@@ -17,10 +17,9 @@ def run_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
     elif (head := migrate.pending_revision(engine, settings.database_url)) is not None:
         raise SystemExit(f"the database is not migrated to the current schema ({head}); "
                          "run `finetune migrate` first")
-    celery = create_celery(settings)
-    declare_queue(celery, settings)
-    register_tasks(celery, settings, make_session_factory(engine))
+    broker = Broker(settings)
+    register_tasks(broker, settings, make_session_factory(engine))
     # solo pool: the task only supervises; the training runs in its own child process.
-    celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", QUEUE,
+    broker.celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", QUEUE,
                         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
                         *(extra_args or [])])

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_standalone(spec_path: Path, out: Path) -> int:
-    from app.catalog import resolve_model
+    from worker.catalog import resolve_model
     from app.config import get_settings
     from app.jobs.spec import JobSpec
     from worker.training.data import DataFile, DataFiles, format_from_suffix
@@ -123,7 +123,7 @@ def run_job(job_id: str) -> NoReturn:
 
 def _train_job(job_id: str, settings: Any, session_factory: Any,
                storage: Any) -> tuple[dict[str, Any], int]:
-    from app.catalog import resolve_model
+    from worker.catalog import resolve_model
     from worker.checkpoints import CheckpointKeeper, JobInterrupted, mark_resumed, resume_point
     from worker.reporting import DatabaseReporter
     from worker.training.errors import OutOfMemory, TrainingError

@@ -13,7 +13,7 @@ from app.auth import Caller
 from app.config import Settings
 from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
-from app.jobs.spec import JobSpec
+from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.jobs.task_rules import LABEL, LABEL_KINDS, LABEL_LIST, Column, columns_read, type_problem
 from app.models import (
     ApiKey,
@@ -67,7 +67,8 @@ def create(session: Session, caller: Caller, spec: JobSpec, enqueue: Enqueue,
     used = check_datasets(session, caller, spec)
     _check_quota(session, caller.project_id, settings.max_active_jobs_per_project)
     job = Job(id=new_id("job"), project_id=caller.project_id, api_key_id=caller.key_id,
-              name=spec.name, status="queued", spec=spec.model_dump(mode="json"), metrics={},
+              name=spec.name, status="queued", spec=spec.model_dump(mode="json"), spec_version=SPEC_VERSION,
+              metrics={},
               enqueued_at=utcnow())
     session.add(job)
     session.flush()

@@ -236,6 +236,12 @@ class EarlyStopping(_Strict):
                                          "improvement")
 
 
+# The version of the stored spec, kept beside it on the job: raised whenever a field is
+# added, removed or re-meant, so that the worker can read specs queued by an older release.
+# Version 1: specs stored before they carried a version.
+SPEC_VERSION = 2
+
+
 class JobSpec(_Strict):
     task: Task
     model: str = Field(min_length=1, max_length=200,

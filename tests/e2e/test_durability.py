@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import TINY_MODEL
 from tests.e2e.service import Service, production_service, trainer_pid
 from tests.factories import sentiment_rows, write_rows
-from worker.celery_app import RUN_JOB, create_celery
+from app.broker import RUN_JOB, create_celery
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

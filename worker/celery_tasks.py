@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 from celery.worker import state as worker_state
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.broker import RUN_JOB, Broker
 from app.config import Settings
 from app.db import transaction
 from app.jobs import lifecycle
 from app.storage import LocalStorage
-from worker.celery_app import RUN_JOB
 from worker.dry_runs import DryRunProcess
 from worker.standby import StandbyTrainer
 from worker.supervisor import JobSupervisor
@@ -22,20 +21,17 @@ from worker.supervisor import JobSupervisor
 logger = logging.getLogger("finetune.worker")
 
 
-def register_tasks(celery: Celery, settings: Settings,
+def register_tasks(broker: Broker, settings: Settings,
                    session_factory: sessionmaker[Session]) -> None:
     storage = LocalStorage(settings.storage_dir)
     standby = StandbyTrainer()
     dry_run_process = DryRunProcess()
     stopped = threading.Event()
 
-    def enqueue(job_id: str) -> None:
-        celery.send_task(RUN_JOB, args=[job_id])
-
-    @celery.task(name=RUN_JOB)
+    @broker.celery.task(name=RUN_JOB)
     def run_job(job_id: str) -> None:
         try:
-            JobSupervisor(settings, session_factory, storage, job_id, standby, enqueue,
+            JobSupervisor(settings, session_factory, storage, job_id, standby, broker.enqueue,
                           worker_stopping).run()
         finally:
             if not worker_stopping():
@@ -48,7 +44,7 @@ def register_tasks(celery: Celery, settings: Settings,
             try:
                 with transaction(session_factory) as session:
                     lifecycle.reap(session, resend_after_seconds=settings.resend_after_seconds,
-                                   enqueue=enqueue)
+                                   enqueue=broker.enqueue)
             except Exception:  # the reaper must outlive any one bad round
                 logger.warning("the reaper's round failed; it will try again", exc_info=True)
 

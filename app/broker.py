@@ -1,4 +1,7 @@
-"""The Celery app and its settings for long jobs. Imports nothing heavy: the API uses it too."""
+"""The broker contract shared by the API and the worker: task name, queue, Celery settings.
+
+Imports nothing heavy: the API process uses it to send jobs, the worker to receive them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import time
 from celery import Celery
 
 from app.config import Settings
+from app.errors import ServiceUnavailable
 
 RUN_JOB = "jobs.run"
 QUEUE = "finetune"
@@ -58,3 +62,28 @@ def declare_queue(celery: Celery, settings: Settings, attempts: int = 10) -> Non
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2)
+
+
+class Broker:
+    """Sends "run job X" and tells whether the broker is reachable; the API and worker share it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.celery = create_celery(settings)
+        declare_queue(self.celery, settings)
+
+    def enqueue(self, job_id: str) -> None:
+        try:
+            self.celery.send_task(RUN_JOB, args=[job_id])
+        except Exception as exc:  # kombu raises many connection error types
+            raise ServiceUnavailable(
+                f"job {job_id} was saved but could not be sent to the workers: the broker "
+                f"is unreachable ({type(exc).__name__}); try again shortly",
+                code="broker_unavailable") from None
+
+    def is_reachable(self) -> bool:
+        try:
+            with self.celery.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+            return True
+        except Exception:
+            return False
