@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from app.client.commands import register as register_client_commands
 from app.config import Settings, get_settings
 from app.keys.commands import register as register_key_commands
 from app.network import is_loopback
+from app.processes import worker_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +52,11 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(_: argparse.Namespace) -> int:
-    from worker.main import run_worker
-
-    run_worker(get_settings())
-    return 0
+    command = worker_command()
+    # Our interpreter running our own module, in place of this process (same pid: signals
+    # reach it directly), because app/ never imports worker/: a base install ships it but
+    # cannot run it.
+    os.execv(command[0], command)  # nosec B606
 
 
 def _up(args: argparse.Namespace) -> int:

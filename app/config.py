@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.client import DEFAULT_API_KEY_FILE
+from app.api_key_file import DEFAULT_API_KEY_FILE
 
 _VAR = Path("var")
 
@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     api_key_file: Path = Field(default=Path(DEFAULT_API_KEY_FILE),
                                description="Where `finetune up` keeps the key it made for the "
                                            "CLI (mode 0600); the CLI reads it from there")
+    api_db_connections: int = Field(
+        default=20, ge=1, le=1000,
+        description="Database connections of one API process, and as many threads for its "
+                    "sync routes: a route's thread never waits for a connection")
     rate_limit_per_minute: int = Field(default=600, ge=1,
                                        description="Requests per minute per API key")
     max_active_jobs_per_project: int = Field(

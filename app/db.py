@@ -12,11 +12,15 @@ from sqlalchemy.orm import Session, sessionmaker
 AFTER_COMMIT = "after_commit_actions"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, connections: int | None = None) -> Engine:
+    """With `connections`, a pool of exactly that many: a process that runs no more threads
+    than that (the API) knows that none of them ever waits for a connection."""
+    pool = {} if connections is None else {"pool_size": connections, "max_overflow": 0}
     if url.startswith("sqlite"):
         # The API, the worker and the trainer child write concurrently: WAL lets readers
         # go on while one writes, and the busy timeout makes writers wait instead of failing.
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own implicit transactions break SAVEPOINT, so SQLAlchemy emits BEGIN; and
         # IMMEDIATE, because a deferred transaction that reads and then writes fails at once
@@ -24,7 +28,7 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "begin",
                      lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

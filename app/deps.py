@@ -1,29 +1,93 @@
-"""Request dependencies as Annotated aliases: one session that commits, the settings, the store."""
+"""Request dependencies as Annotated aliases: one session that commits, the settings, the store.
+
+How a request uses the database, so that the API keeps answering under load: a database
+connection is held only by a thread that is running. FastAPI validates a sync route's answer
+in the thread pool while the route's dependencies are still open, so a session that commits
+only when its dependency exits holds its connection while it waits for a thread; once every
+thread waits for a connection, nothing moves until the pool times out. A sync route's session
+therefore commits at the end of the route, in the route's own thread (`SessionRoute`), and the
+process runs no more threads than it has connections (`size_thread_pool`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
+import anyio
+from anyio import to_thread
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db import transaction
+from app.db import AFTER_COMMIT, commit
 from app.storage import LocalStorage
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """Commit when the route succeeds, roll back otherwise.
 
-    The dependency ends before the response is sent (scope="function"), so a failed commit
-    or a failed after-commit action (sending the job to the broker) becomes the response.
+    A sync route has ended its transaction already, in its own thread (`SessionRoute`); an
+    async route's session ends here. Either way it happens before the response is sent
+    (scope="function"), so a failed commit or a failed after-commit action (sending the job
+    to the broker) becomes the response.
     """
-    with transaction(request.app.state.session_factory) as session:
+    session: Session = request.app.state.session_factory()
+    try:
         yield session
+        if session.in_transaction():
+            await _outside_the_pool(commit, session)
+    except BaseException:
+        if session.in_transaction():
+            await _outside_the_pool(session.rollback)
+        session.info.pop(AFTER_COMMIT, None)
+        raise
+    finally:
+        session.close()  # holds no connection any more: no I/O
 
 
-def get_settings(request: Request) -> Settings:
+async def _outside_the_pool(work: Callable[..., Any], *arguments: Any) -> None:
+    # The session may hold a connection here: waiting for one of the routes' threads could
+    # wait for a thread that waits for this connection.
+    with anyio.CancelScope(shield=True):
+        await to_thread.run_sync(work, *arguments, limiter=anyio.CapacityLimiter(1))
+
+
+class SessionRoute(APIRoute):
+    """A route whose sync endpoint ends the request's transaction before its thread returns."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = _ending_its_transaction(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _ending_its_transaction(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(endpoint)
+    def run(**arguments: Any) -> Any:
+        sessions = [value for value in arguments.values() if isinstance(value, Session)]
+        try:
+            answer = endpoint(**arguments)
+            for session in sessions:
+                commit(session)
+        except BaseException:
+            for session in sessions:
+                session.rollback()
+            raise
+        return answer
+
+    return run
+
+
+def size_thread_pool(threads: int) -> None:
+    """Run at most `threads` sync routes and dependencies at once: the connection pool's size."""
+    to_thread.current_default_thread_limiter().total_tokens = threads
+
+
+def request_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -32,5 +96,5 @@ def get_storage(request: Request) -> LocalStorage:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(request_settings)]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]

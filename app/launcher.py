@@ -14,21 +14,22 @@ from types import FrameType
 from app import migrate
 from app.config import Settings
 from app.keys.commands import LOCAL_PROJECT, ensure_local_key
-from app.processes import die_with_parent
+from app.processes import die_with_parent, worker_command
 
 STOP_TIMEOUT_SECONDS = 60.0
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as stream:
         # Own sessions: a Ctrl-C in the terminal reaches `up` only, which then stops each
         # child exactly once (a second signal would make Celery's shutdown a cold one).
-        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], stdout=stream,  # nosec B603
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=die_with_parent(signal.SIGTERM))
+        return subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT,  # nosec B603
+                                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
 
 
 def run_up(settings: Settings, host: str, port: int) -> int:
+    # Before anything starts: without the `worker` extra this says what to install.
+    worker = worker_command()
     settings.prepare_local_dirs()
     migrate.upgrade(settings.database_url)
     if settings.require_api_keys and (key := ensure_local_key(settings)) is not None:
@@ -36,8 +37,8 @@ def run_up(settings: Settings, host: str, port: int) -> int:
               f"reads it from {settings.api_key_file} (mode 0600):\n  {key}", flush=True)
     logs = settings.storage_dir.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    children = {"api": _spawn(["api", "--host", host, "--port", str(port)], logs / "api.log"),
-                "worker": _spawn(["worker"], logs / "worker.log")}
+    api = [sys.executable, "-m", "app.cli", "api", "--host", host, "--port", str(port)]
+    children = {"api": _spawn(api, logs / "api.log"), "worker": _spawn(worker, logs / "worker.log")}
     print(f"finetune is up: API on http://{host}:{port} (docs at /docs), one worker.\n"
           f"  database {settings.database_url}\n  broker   {settings.broker_url}\n"
           f"  storage  {settings.storage_dir}\n  logs     {logs}/api.log, {logs}/worker.log\n"

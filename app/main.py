@@ -19,16 +19,17 @@ from app import migrate
 from app.artifacts.router import router as artifacts_router
 from app.auth import authenticate
 from app.body_limit import BodySizeLimit
+from app.broker import Broker
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import make_engine, make_session_factory
+from app.deps import size_thread_pool
 from app.dry_runs.router import router as dry_runs_router
 from app.errors import ErrorBody, ErrorDetail, ServiceError, error_responses
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
 from app.params import reject_unknown_query_parameters
-from app.broker import Broker
 from app.ratelimit import make_rate_limiter
 from app.storage import LocalStorage
 
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.prepare_local_dirs()
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.api_db_connections)
+        size_thread_pool(settings.api_db_connections)
         if settings.migrate_on_start:
             migrate.upgrade(settings.database_url)
         elif (head := migrate.pending_revision(engine, settings.database_url)) is not None:

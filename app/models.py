@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -56,6 +57,31 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+# app/jobs/lifecycle.py holds every move between these, and is the only writer of Job.status.
+class JobStatus(StrEnum):
+    """Where a job stands: it starts queued; succeeded, failed and cancelled are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobStatusType(TypeDecorator[JobStatus]):
+    """A JobStatus stored as its value in a VARCHAR: a new state needs no migration."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return JobStatus(value).value if value is not None else None
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> JobStatus | None:
+        return JobStatus(value) if value is not None else None
 
 
 class Base(DeclarativeBase):
@@ -122,7 +148,7 @@ class Job(Base):
     # The key that submitted the job; None when authentication is off.
     api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_key.id"))
     name: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(20), index=True)
+    status: Mapped[JobStatus] = mapped_column(JobStatusType(), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column()
     # The JobSpec version the spec was stored under: the worker upgrades older ones.
     spec_version: Mapped[int] = mapped_column(Integer, server_default="1")

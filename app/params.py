@@ -25,8 +25,9 @@ def is_id(value: str) -> bool:
     return re.fullmatch(ID_PATTERN, value) is not None
 
 
-def reject_unknown_query_parameters(request: Request) -> None:
+async def reject_unknown_query_parameters(request: Request) -> None:
     """A misspelt filter (`?stauts=running`) must not silently list everything: 422 instead."""
+    # async: it only reads the request, and must not take a thread from the routes.
     known = _query_names(request.scope["route"].dependant)
     for name in request.query_params:
         if name not in known:

@@ -31,8 +31,8 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    from worker.catalog import resolve_model
     from app.jobs.spec import JobSpec
+    from worker.catalog import resolve_model
     from worker.dry_runs import warm_up
     from worker.training.data import DataFile, DataFiles
     from worker.training.dry_run import dry_run

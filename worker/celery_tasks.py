@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.broker import RUN_JOB, Broker
 from app.config import Settings
 from app.db import transaction
-from app.jobs import lifecycle
+from app.jobs import reaper
 from app.storage import LocalStorage
 from worker.dry_runs import DryRunProcess
 from worker.standby import StandbyTrainer
@@ -43,8 +43,8 @@ def register_tasks(broker: Broker, settings: Settings,
             dry_run_process.start()  # again, if it died (a dry run out of memory)
             try:
                 with transaction(session_factory) as session:
-                    lifecycle.reap(session, resend_after_seconds=settings.resend_after_seconds,
-                                   enqueue=broker.enqueue)
+                    reaper.reap(session, resend_after_seconds=settings.resend_after_seconds,
+                                enqueue=broker.enqueue)
             except Exception:  # the reaper must outlive any one bad round
                 logger.warning("the reaper's round failed; it will try again", exc_info=True)
 

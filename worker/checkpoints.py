@@ -22,7 +22,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from app.db import transaction
 from app.hashing import sha256_of
-from app.jobs import service as jobs
+from app.jobs import lifecycle
 from app.models import Checkpoint, Job, JobAttempt, MetricPoint
 from worker.training.events import EventSink
 
@@ -95,8 +95,8 @@ class CheckpointKeeper(TrainerCallback):
                     session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id,
                                                              Checkpoint.step == step))
                     session.add(Checkpoint(job_id=self.job_id, step=step, files=manifest))
-                    jobs.add_event(session, self.job_id, "checkpoint",
-                                   f"Checkpoint saved at step {step}", {"step": step})
+                    lifecycle.add_event(session, self.job_id, "checkpoint",
+                                        f"Checkpoint saved at step {step}", {"step": step})
                     self._rotate(session)
                 return True
             except SQLAlchemyError:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import transaction
 from app.dry_runs import service as dry_runs
-from app.jobs.spec import JobSpec
+from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.processes import die_with_parent
 from app.storage import LocalStorage
 from worker.standby import trainer_env
@@ -69,7 +69,10 @@ class DryRunServer:
                                           self.settings.dry_run_claim_seconds)
             if claimed is None:
                 return False
-            dry_run_id, spec = claimed.id, JobSpec.model_validate(claimed.spec)
+            # Read as a job reads its spec, so that the dry run's answer is the job's: the
+            # API checked it strictly when it was submitted, moments ago, at this version.
+            dry_run_id = claimed.id
+            spec = JobSpec.from_stored(claimed.spec, SPEC_VERSION)
         report = self.report(spec)
         with transaction(self.session_factory) as session:
             if not dry_runs.finish(session, dry_run_id, self.owner, report):

@@ -9,7 +9,7 @@ from app.db import make_engine, make_session_factory
 from worker.celery_tasks import register_tasks
 
 
-def run_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
+def run_worker(settings: Settings) -> None:
     settings.prepare_local_dirs()
     engine = make_engine(settings.database_url)
     if settings.migrate_on_start:
@@ -21,5 +21,4 @@ def run_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
     register_tasks(broker, settings, make_session_factory(engine))
     # solo pool: the task only supervises; the training runs in its own child process.
     broker.celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", QUEUE,
-                        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                        *(extra_args or [])])
+                               "--loglevel", "INFO", "--without-gossip", "--without-mingle"])

@@ -12,13 +12,14 @@ import math
 import time
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from app.db import transaction
-from app.jobs import service as jobs
-from app.models import MetricPoint
+from app.jobs import lifecycle
+from app.models import Job, JobStatus, MetricPoint
 
 logger = logging.getLogger("finetune.trainer")
 
@@ -45,11 +46,14 @@ class DatabaseReporter(TrainerCallback):
         self.latest: dict[str, dict[str, float]] = {}
         self.cancel_requested = False
         self.first_step = 0
+        # The attempt this trainer runs, read at its first progress write: once the reaper
+        # takes the job back, that attempt's writes change nothing.
+        self.attempt: int | None = None
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         try:
             with transaction(self.session_factory) as session:
-                jobs.add_event(session, self.job_id, kind, message, data)
+                lifecycle.add_event(session, self.job_id, kind, message, data)
         except SQLAlchemyError:  # reporting is best-effort: training goes on without it
             logger.warning("could not record event %s: database unreachable", kind)
 
@@ -107,14 +111,17 @@ class DatabaseReporter(TrainerCallback):
         try:
             with transaction(self.session_factory) as session:
                 session.add_all(self.pending_points)
-                status = jobs.record_progress(session, self.job_id, step=state.global_step,
-                                              total_steps=total, epoch=state.epoch,
-                                              eta_seconds=eta, latest=self.latest)
+                if self.attempt is None:
+                    self.attempt = session.scalars(
+                        select(Job.attempt).where(Job.id == self.job_id)).one()
+                status = lifecycle.report_progress(
+                    session, self.job_id, self.attempt, step=state.global_step,
+                    total_steps=total, epoch=state.epoch, eta_seconds=eta, latest=self.latest)
         except SQLAlchemyError:  # the points wait for the next write; training goes on
             logger.warning("could not record progress: database unreachable")
             self.pending_points = [_detached(point) for point in self.pending_points]
             return
         self.pending_points = []
-        if status == "cancelling":
+        if status == JobStatus.CANCELLING:
             self.cancel_requested = True
             control.should_training_stop = True

@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_standalone(spec_path: Path, out: Path) -> int:
-    from worker.catalog import resolve_model
     from app.config import get_settings
     from app.jobs.spec import JobSpec
+    from worker.catalog import resolve_model
     from worker.training.data import DataFile, DataFiles, format_from_suffix
     from worker.training.errors import TrainingError
     from worker.training.events import PrintSink
@@ -170,7 +170,7 @@ def _load_job(job_id: str, session_factory: Any, storage: Any) -> tuple[Any, Any
         job = session.get(Job, job_id)
         if job is None:
             raise TrainingError(f"job {job_id} is not in the database")
-        spec = JobSpec.model_validate(job.spec)
+        spec = JobSpec.from_stored(job.spec, job.spec_version)
         return spec, data_files(session, spec, storage)
 
 

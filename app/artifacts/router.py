@@ -8,11 +8,11 @@ from pydantic import BaseModel
 
 from app.artifacts import service
 from app.auth import CallerDep
-from app.deps import SessionDep, StorageDep
+from app.deps import SessionDep, SessionRoute, StorageDep
 from app.errors import error_responses
 from app.params import JobId
 
-router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
+router = APIRouter(prefix="/v1/jobs", tags=["artifacts"], route_class=SessionRoute)
 
 def _file_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"content": {media_type: {}},

@@ -2,5 +2,3 @@
 
 # Where `finetune api` listens by default; --url and FT_URL point elsewhere.
 DEFAULT_URL = "http://127.0.0.1:8000"
-# Where `finetune up` stores the key it makes (FT_API_KEY_FILE), relative to its folder.
-DEFAULT_API_KEY_FILE = "var/api-key"

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.client import DEFAULT_API_KEY_FILE, DEFAULT_URL, output
+from app.api_key_file import DEFAULT_API_KEY_FILE
+from app.client import DEFAULT_URL, output
 from app.client.http import (
     TERMINAL_STATUSES,
     ApiClient,
@@ -25,7 +26,7 @@ from app.client.http import (
     ServiceUnreachable,
 )
 from app.client.plot import NothingToPlot, plot_metrics
-from app.client.spec import SpecError, apply_overrides, load_spec
+from app.client.spec import SpecFileError, apply_overrides, load_spec
 from app.network import is_loopback
 
 EXIT_OK = 0
@@ -59,7 +60,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
         return _fail(f"cannot reach the fine-tuning service at {exc.url}{reason}; start it with "
                      "`finetune up`, or point --url or FT_URL at a running service",
                      EXIT_UNREACHABLE)
-    except SpecError as exc:
+    except SpecFileError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except (DownloadError, NothingToPlot) as exc:
         return _fail(str(exc), EXIT_FAILED)

@@ -1,8 +1,9 @@
 """ApiClient: the service's HTTP API as Python methods, for the CLI and for scripts.
 
-A failure of the service or of a download surfaces as one of three exceptions: `ApiError` (the service answered with its
-error body), `ServiceUnreachable` (no answer at all) or `DownloadError` (a model archive that
-does not unpack to exactly the files of the job's manifest).
+A failure of the service or of a download surfaces as one of three exceptions: `ApiError`
+(the service answered with its error body), `ServiceUnreachable` (no answer at all) or
+`DownloadError` (a model archive that does not unpack to exactly the files of the job's
+manifest).
 """
 
 from __future__ import annotations

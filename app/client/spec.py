@@ -14,7 +14,7 @@ from typing import Any
 Spec = dict[str, Any]
 
 
-class SpecError(Exception):
+class SpecFileError(Exception):
     """A spec file or an override that cannot be read; the message says what to fix."""
 
 
@@ -23,15 +23,15 @@ def load_spec(path: Path) -> Spec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(f"spec file not found: {path}") from None
+        raise SpecFileError(f"spec file not found: {path}") from None
     except IsADirectoryError:
-        raise SpecError(f"spec file {path} is a directory") from None
+        raise SpecFileError(f"spec file {path} is a directory") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec file {path}: {exc}") from None
+        raise SpecFileError(f"cannot read spec file {path}: {exc}") from None
     spec = _parse_json(path, text) if path.suffix.lower() == ".json" else _parse_yaml(path, text)
     if not isinstance(spec, dict):
-        raise SpecError(f"spec file {path} must hold a mapping of fields (task, model, dataset, "
-                        f"...) at the top level, not {_kind(spec)}")
+        raise SpecFileError(f"spec file {path} must hold a mapping of fields (task, model, "
+                            f"dataset, ...) at the top level, not {_kind(spec)}")
     return spec
 
 
@@ -39,8 +39,8 @@ def _parse_json(path: Path, text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecError(f"spec file {path} is not valid JSON: {exc.msg} "
-                        f"(line {exc.lineno}, column {exc.colno})") from None
+        raise SpecFileError(f"spec file {path} is not valid JSON: {exc.msg} "
+                            f"(line {exc.lineno}, column {exc.colno})") from None
 
 
 def _parse_yaml(path: Path, text: str) -> Any:
@@ -54,7 +54,7 @@ def _parse_yaml(path: Path, text: str) -> Any:
         if mark is not None:
             where = f" (line {mark.line + 1}, column {mark.column + 1})"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"spec file {path} is not valid YAML: {problem}{where}") from None
+        raise SpecFileError(f"spec file {path} is not valid YAML: {problem}{where}") from None
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
@@ -66,8 +66,8 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
     path, equals, raw = text.partition("=")
     keys = path.strip().split(".")
     if not equals or any(not key for key in keys):
-        raise SpecError(f"--set expects dotted.path=value, for example "
-                        f"hyperparameters.learning_rate=3e-5; got {text!r}")
+        raise SpecFileError(f"--set expects dotted.path=value, for example "
+                            f"hyperparameters.learning_rate=3e-5; got {text!r}")
     return keys, _parse_value(raw)
 
 
@@ -90,8 +90,8 @@ def set_path(spec: Spec, keys: list[str], value: Any) -> None:
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
             where = ".".join(keys[:depth + 1])
-            raise SpecError(f"cannot set {'.'.join(keys)}: {where} is {_kind(child)}, "
-                            "not a mapping")
+            raise SpecFileError(f"cannot set {'.'.join(keys)}: {where} is {_kind(child)}, "
+                                "not a mapping")
         node = child
     node[keys[-1]] = value
 

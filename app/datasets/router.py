@@ -10,13 +10,13 @@ from app.datasets import service
 from app.datasets.formats import FORMATS
 from app.datasets.schemas import DatasetOut, DatasetPreview
 from app.datasets.upload import receive_upload
-from app.deps import SessionDep, SettingsDep, StorageDep
+from app.deps import SessionDep, SessionRoute, SettingsDep, StorageDep
 from app.errors import error_responses
 from app.idempotency import IdempotencyHeader
 from app.pagination import AfterQuery, LimitQuery, Page
 from app.params import DatasetId
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=SessionRoute)
 
 @router.post("", status_code=201, response_model=DatasetOut,
              responses=error_responses(400, 409, 413, 422),

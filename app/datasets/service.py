@@ -13,11 +13,10 @@ from app.auth import Caller
 from app.datasets.formats import DatasetFormatError, detect_format, inspect_file, read_preview
 from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound
+from app.jobs.lifecycle import ACTIVE
 from app.models import Dataset, Job, JobDataset, new_id
 from app.pagination import paginate
 from app.storage import LocalStorage
-
-ACTIVE_STATUSES = ("queued", "running", "cancelling")
 
 
 def create(session: Session, caller: Caller, storage: LocalStorage, *, upload_path: Path,
@@ -82,7 +81,7 @@ def delete(session: Session, caller: Caller, storage: LocalStorage, dataset_id: 
     dataset = get(session, caller, dataset_id)
     users = session.scalars(
         select(Job.id).join(JobDataset, JobDataset.job_id == Job.id)
-        .where(JobDataset.dataset_id == dataset_id, Job.status.in_(ACTIVE_STATUSES))
+        .where(JobDataset.dataset_id == dataset_id, Job.status.in_(ACTIVE))
     ).all()
     if users:
         raise Conflict(f"dataset {dataset_id} is used by active jobs: {', '.join(users)}; "

@@ -3,14 +3,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.auth import CallerDep
-from app.deps import SessionDep, SettingsDep
+from app.deps import SessionDep, SessionRoute, SettingsDep
 from app.dry_runs import service
 from app.dry_runs.schemas import DryRunOut
 from app.errors import error_responses
 from app.jobs.spec import JobSpec
 from app.params import DryRunId
 
-router = APIRouter(tags=["dry runs"])
+router = APIRouter(tags=["dry runs"], route_class=SessionRoute)
 
 
 @router.post("/v1/jobs/validate", response_model=DryRunOut,

@@ -1,25 +1,23 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
 from app.auth import CallerDep
-from app.deps import SessionDep, SettingsDep
+from app.deps import SessionDep, SessionRoute, SettingsDep
 from app.errors import error_responses
 from app.idempotency import IdempotencyHeader
 from app.jobs import service
 from app.jobs.schemas import EventOut, EventPage, JobOut, MetricPointOut, MetricsOut
 from app.jobs.spec import JobSpec
-from app.models import Job
+from app.models import Job, JobStatus
 from app.pagination import AfterQuery, LimitQuery, Page
 from app.params import JobId
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=SessionRoute)
 
-StatusQuery = Annotated[
-    Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] | None,
-    Query(description="Only jobs in this status")]
+StatusQuery = Annotated[JobStatus | None, Query(description="Only jobs in this status")]
 
 
 @router.post("", status_code=201, response_model=JobOut,

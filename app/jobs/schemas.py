@@ -5,7 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.models import Job, JobAttempt, JobEvent
+from app.jobs.lifecycle import LEASED
+from app.models import Job, JobAttempt, JobEvent, JobStatus
 
 
 class Progress(BaseModel):
@@ -38,7 +39,7 @@ class JobOut(BaseModel):
     project_id: str
     submitted_by: str | None = Field(description="Prefix of the API key that submitted the job")
     name: str | None
-    status: str
+    status: JobStatus
     spec: dict[str, Any]
     progress: Progress
     metrics: dict[str, Any]
@@ -50,7 +51,7 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_job(cls, job: Job, attempts: list[JobAttempt], submitted_by: str | None) -> JobOut:
-        percent = 100.0 if job.status == "succeeded" else (
+        percent = 100.0 if job.status == JobStatus.SUCCEEDED else (
             round(100.0 * job.step / job.total_steps, 2) if job.total_steps else 0.0)
         error = (JobError(code=job.error_code, message=job.error_message or "",
                           hint=job.error_hint) if job.error_code else None)
@@ -99,6 +100,6 @@ class MetricsOut(BaseModel):
 
 def _eta(job: Job) -> float | None:
     # A job that stopped early never reaches its last estimate: only a running job has one.
-    if job.status == "succeeded":
+    if job.status == JobStatus.SUCCEEDED:
         return 0.0
-    return job.eta_seconds if job.status in ("running", "cancelling") else None
+    return job.eta_seconds if job.status in LEASED else None

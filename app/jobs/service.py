@@ -1,20 +1,18 @@
-"""Jobs: submit, read, cancel, and the one state machine that every transition goes through."""
+"""Jobs as the API serves them: submit, read, list, cancel. Their states move in lifecycle.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import idempotency
 from app.auth import Caller
 from app.config import Settings
-from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
+from app.jobs import lifecycle
 from app.jobs.spec import SPEC_VERSION, JobSpec
-from app.jobs.task_rules import LABEL, LABEL_KINDS, LABEL_LIST, Column, columns_read, type_problem
+from app.jobs.tasks import columns_read
+from app.jobs.tasks.columns import LABEL, LABEL_KINDS, LABEL_LIST, Column, type_problem
 from app.models import (
     ApiKey,
     Dataset,
@@ -22,40 +20,16 @@ from app.models import (
     JobAttempt,
     JobDataset,
     JobEvent,
+    JobStatus,
     MetricPoint,
     Project,
     new_id,
-    utcnow,
 )
 from app.pagination import paginate
 from app.params import is_id
 
-ACTIVE = ("queued", "running", "cancelling")
-TERMINAL = ("succeeded", "failed", "cancelled")
-STATUSES = ACTIVE + TERMINAL
 
-Enqueue = Callable[[str], None]
-
-
-def transition(session: Session, job_id: str, *, expected: Iterable[str], to: str,
-               **values: Any) -> bool:
-    """Move a job to `to` only if it is in one of `expected`; False when another actor won."""
-    now = utcnow()
-    if to in TERMINAL:
-        values.setdefault("finished_at", now)
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(tuple(expected)))
-        .values(status=to, updated_at=now, **values)
-        .execution_options(synchronize_session=False))
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-def add_event(session: Session, job_id: str, kind: str, message: str,
-              data: dict[str, Any] | None = None) -> None:
-    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data or {}))
-
-
-def create(session: Session, caller: Caller, spec: JobSpec, enqueue: Enqueue,
+def create(session: Session, caller: Caller, spec: JobSpec, enqueue: lifecycle.Enqueue,
            settings: Settings, idempotency_key: str | None = None) -> Job:
     """A new job of the caller's project, on datasets of that project."""
     digest = idempotency.request_digest(spec.model_dump_json())
@@ -66,19 +40,14 @@ def create(session: Session, caller: Caller, spec: JobSpec, enqueue: Enqueue,
     check_server_caps(spec, settings)
     used = check_datasets(session, caller, spec)
     _check_quota(session, caller.project_id, settings.max_active_jobs_per_project)
-    job = Job(id=new_id("job"), project_id=caller.project_id, api_key_id=caller.key_id,
-              name=spec.name, status="queued", spec=spec.model_dump(mode="json"), spec_version=SPEC_VERSION,
-              metrics={},
-              enqueued_at=utcnow())
-    session.add(job)
-    session.flush()
+    job = lifecycle.submit(session, Job(
+        id=new_id("job"), project_id=caller.project_id, api_key_id=caller.key_id,
+        name=spec.name, spec=spec.model_dump(mode="json"), spec_version=SPEC_VERSION,
+        metrics={}), enqueue, {"model": spec.model, "task": spec.task})
     for role, dataset in used.items():
         session.add(JobDataset(job_id=job.id, role=role, dataset_id=dataset.id))
-    add_event(session, job.id, "queued", "Job queued", {"model": spec.model, "task": spec.task})
     idempotency.remember(session, caller.project_id, "jobs", idempotency_key, digest, job.id)
     session.flush()
-    job_id = job.id
-    after_commit(session, lambda: enqueue(job_id))
     return job
 
 
@@ -98,7 +67,7 @@ def _check_quota(session: Session, project_id: str, quota: int) -> None:
     session.execute(select(Project.id).where(Project.id == project_id)
                     .with_for_update(key_share=True))
     active = session.scalar(select(func.count()).select_from(Job).where(
-        Job.project_id == project_id, Job.status.in_(ACTIVE)))
+        Job.project_id == project_id, Job.status.in_(lifecycle.ACTIVE)))
     if active is not None and active >= quota:
         raise TooManyRequests(
             f"this project already has {active} queued or running jobs, its quota "
@@ -164,7 +133,7 @@ def attempts(session: Session, job_ids: list[str]) -> dict[str, list[JobAttempt]
     return found
 
 
-def list_page(session: Session, caller: Caller, status: str | None, limit: int,
+def list_page(session: Session, caller: Caller, status: JobStatus | None, limit: int,
               after: str | None) -> tuple[list[Job], bool]:
     statement = select(Job)
     if status is not None:
@@ -175,13 +144,10 @@ def list_page(session: Session, caller: Caller, status: str | None, limit: int,
 def cancel(session: Session, caller: Caller, job_id: str) -> Job:
     """Queued: cancelled at once. Running: cancelling, until the worker stops it. Idempotent."""
     job = get(session, caller, job_id)
-    if transition(session, job_id, expected=("queued",), to="cancelled"):
-        add_event(session, job_id, "cancelled", "Job cancelled before it started")
-    elif transition(session, job_id, expected=("running",), to="cancelling"):
-        add_event(session, job_id, "cancelling", "Cancel requested; stopping at the next step")
+    lifecycle.cancel(session, job_id)
     session.flush()
     session.refresh(job)
-    if job.status in ("succeeded", "failed"):
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise Conflict(f"job {job_id} has already finished ({job.status}); nothing to cancel",
                        code="job_already_finished")
     return job
@@ -206,17 +172,3 @@ def metric_series(session: Session, caller: Caller,
     for point in points:
         series.setdefault(point.name, []).append(point)
     return series
-
-
-def record_progress(session: Session, job_id: str, *, step: int, total_steps: int | None,
-                    epoch: float | None, eta_seconds: float | None,
-                    latest: dict[str, dict[str, float]]) -> str | None:
-    """Store a running job's progress; returns its status, which tells the trainer to stop."""
-    job = session.get(Job, job_id)
-    if job is None:
-        return None
-    if job.status in ("running", "cancelling"):
-        job.step, job.total_steps, job.epoch = step, total_steps, epoch
-        job.eta_seconds = round(eta_seconds, 1) if eta_seconds is not None else None
-        job.metrics = {**job.metrics, **latest}
-    return job.status

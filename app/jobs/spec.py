@@ -3,19 +3,33 @@
 Every field but `task`, `model` and `dataset.train` (or `dataset.hub`) has a default, and
 `resolved()` fills the defaults that depend on other fields, so that the stored spec says
 exactly what will run. Unknown fields are refused: a typo must not silently do nothing.
+
+The API validates a spec strictly, once, when it is submitted (`JobSpec.model_validate`, the
+request body). A job stores it with its SPEC_VERSION, and the worker reads it back with
+`JobSpec.from_stored`: upgraded to this release's version, leniently (a field removed since is
+ignored, the cross-field rules are not run again, so that a rule tightened since does not fail
+a job queued before), and typed all the same.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from app.jobs.task_rules import MULTI_LABEL_METRICS, TASK_FIELDS, TASK_METRICS, columns_read
+from app.jobs.tasks import DECLARATIONS, TASK_FIELDS, TASK_NAMES
 
-Task = Literal["text-classification", "text-regression", "token-classification",
-               "question-answering", "seq2seq", "masked-lm", "causal-lm"]
+# The declared tasks (app/jobs/tasks/), in their order.
+Task = Literal[TASK_NAMES]  # type: ignore[valid-type]
 Optimizer = Literal["adamw", "sgd", "adafactor"]
 Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
@@ -38,8 +52,24 @@ class SpecError(ValueError):
         self.param = param
 
 
+# The validation context of `JobSpec.from_stored`: a spec the API accepted earlier.
+_STORED = "stored"
+
+
+def _reading_stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get(_STORED))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_unknown_when_stored(cls, data: Any, info: ValidationInfo) -> Any:
+        # A stored spec may name a field that a later release removed: it does nothing now.
+        if _reading_stored(info) and isinstance(data, dict):
+            return {key: value for key, value in data.items() if key in cls.model_fields}
+        return data
 
 
 _SPLIT = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._\[\]:%+-]+$")]
@@ -116,7 +146,9 @@ class DatasetSpec(_Strict):
                     "for T5")
 
     @model_validator(mode="after")
-    def _one_source(self) -> DatasetSpec:
+    def _one_source(self, info: ValidationInfo) -> DatasetSpec:
+        if _reading_stored(info):
+            return self
         if (self.train is None) == (self.hub is None):
             raise SpecError("give exactly one of 'train' (an uploaded dataset id) or 'hub'",
                             "dataset.train")
@@ -188,7 +220,9 @@ class Hyperparameters(_Strict):
         description="seq2seq: beams of the beam search at evaluation (default 1: greedy)")
 
     @model_validator(mode="after")
-    def _one_warmup(self) -> Hyperparameters:
+    def _one_warmup(self, info: ValidationInfo) -> Hyperparameters:
+        if _reading_stored(info):
+            return self
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             raise SpecError("give warmup_steps or warmup_ratio, not both",
                             "hyperparameters.warmup_ratio")
@@ -236,10 +270,23 @@ class EarlyStopping(_Strict):
                                          "improvement")
 
 
-# The version of the stored spec, kept beside it on the job: raised whenever a field is
-# added, removed or re-meant, so that the worker can read specs queued by an older release.
-# Version 1: specs stored before they carried a version.
+# The version of the stored spec, kept beside it on the job. A release that changes what a
+# stored spec means (a field renamed or re-meant, a new field whose default would change what
+# an older spec runs, a field's bounds narrowed) raises it and adds the step from the previous
+# version to _UPGRADES. A field removed or added with a neutral default, or a cross-field rule
+# tightened, needs no step: from_stored ignores unknown fields and does not run those rules.
 SPEC_VERSION = 2
+
+
+def _same_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    return spec
+
+
+# How a stored spec of version N becomes one of version N + 1, by N.
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    # Version 1: specs stored before their version was; version 2 has the same fields.
+    1: _same_fields,
+}
 
 
 class JobSpec(_Strict):
@@ -272,6 +319,19 @@ class JobSpec(_Strict):
         default=None, ge=1, le=10**8,
         description="Time the job may wait in the queue before it fails with 'queue_timeout'")
 
+    @classmethod
+    def from_stored(cls, data: dict[str, Any], version: int) -> JobSpec:
+        """The spec a job stored at `version`, as this release reads it: upgraded step by
+        step, with the fields it no longer knows ignored and the cross-field rules not run
+        again (the API ran them when the spec was submitted; a later release may tighten
+        them). Each field's type, bounds and format still apply."""
+        if version > SPEC_VERSION:
+            raise ValueError(f"the spec was stored at version {version}, newer than this "
+                             f"release reads ({SPEC_VERSION}); run it on an up-to-date worker")
+        for older in range(version, SPEC_VERSION):
+            data = _UPGRADES[older](data)
+        return cls.model_validate(data, context={_STORED: True})
+
     @field_validator("name")
     @classmethod
     def _printable_name(cls, value: str | None) -> str | None:
@@ -288,7 +348,9 @@ class JobSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _evaluation_needs_data(self) -> JobSpec:
+    def _evaluation_needs_data(self, info: ValidationInfo) -> JobSpec:
+        if _reading_stored(info):
+            return self
         wants_eval = self.evaluation.strategy not in (None, "no")
         if wants_eval and not self.dataset.has_validation:
             raise SpecError("evaluation needs validation data: set dataset.validation or "
@@ -338,7 +400,7 @@ class JobSpec(_Strict):
     def metric_names(self) -> tuple[str, ...]:
         """What the task's evaluations report (as eval_<name>); the first is the default
         for choosing the best model."""
-        return MULTI_LABEL_METRICS if self.dataset.multi_label else TASK_METRICS[self.task]
+        return DECLARATIONS[self.task].metric_names(self.dataset)
 
     def _refuse_other_tasks_fields(self) -> None:
         for path, tasks in TASK_FIELDS.items():
@@ -350,10 +412,6 @@ class JobSpec(_Strict):
                          else f"{', '.join(tasks[:-1])} and {tasks[-1]}")
                 raise SpecError(f"{path} is for the {named} task{'s' if len(tasks) > 1 else ''} "
                                 f"only; remove it for {self.task}", path)
-
-    def columns_read(self) -> dict[str, str]:
-        """The dataset columns the task reads, by the spec field that names them."""
-        return {column.field: column.name for column in columns_read(self)}
 
     def resolved(self) -> JobSpec:
         """The spec with the defaults that depend on other fields filled in."""
@@ -367,20 +425,7 @@ class JobSpec(_Strict):
             evaluation.keep_best_model = spec.early_stopping is not None
         if evaluation.keep_best_model and evaluation.metric_for_best_model is None:
             evaluation.metric_for_best_model = spec.metric_names()[0]
-        if spec.dataset.multi_label and spec.hyperparameters.multi_label_threshold is None:
-            spec.hyperparameters.multi_label_threshold = 0.5
         if spec.hyperparameters.warmup_steps is None and spec.hyperparameters.warmup_ratio is None:
             spec.hyperparameters.warmup_steps = 0
-        if spec.task == "masked-lm" and spec.hyperparameters.mlm_probability is None:
-            spec.hyperparameters.mlm_probability = 0.15
-        hyper, chat = spec.hyperparameters, spec.dataset.messages_column
-        if (spec.dataset.prompt_column or chat) and hyper.train_on_completion_only is None:
-            hyper.train_on_completion_only = True
-        if spec.task == "question-answering":
-            hyper.doc_stride = hyper.doc_stride or hyper.max_seq_length // 4
-            hyper.max_answer_length = hyper.max_answer_length or 30
-        if spec.task == "seq2seq":
-            hyper.max_target_length = hyper.max_target_length or 128
-            hyper.generation_max_length = hyper.generation_max_length or hyper.max_target_length
-            hyper.num_beams = hyper.num_beams or 1
+        DECLARATIONS[spec.task].fill_defaults(spec)
         return spec

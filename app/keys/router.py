@@ -5,12 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from app.auth import AdminDep
-from app.deps import SessionDep
+from app.deps import SessionDep, SessionRoute
 from app.errors import error_responses
 from app.keys import PROJECT_NAME_PATTERN, service
 from app.keys.schemas import CreatedKey, KeyCreate, KeyList, KeyOut
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=SessionRoute)
 
 PrefixPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,16}$",
                                  description="The key's prefix, as `GET /v1/keys` shows it")]

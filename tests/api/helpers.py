@@ -4,9 +4,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from app.db import commit
-from app.jobs import service as jobs
+from app.jobs import lifecycle
+from app.models import Job, JobStatus, utcnow
 from tests.conftest import TINY_MODEL
 from tests.factories import sentiment_rows, write_rows
 
@@ -49,7 +51,15 @@ def assert_error(response: Any, status: int, code: str, param: str | None = None
     return error
 
 
-def start_job(api: TestClient, job_id: str) -> None:
+def move_job(api: TestClient, job_id: str, source: JobStatus, target: JobStatus) -> None:
+    """Put a job where a worker would take it, with no worker: no attempt, lease or event."""
+    stamps = {"finished_at": utcnow()} if target in lifecycle.TERMINAL else {}
     with api.app.state.session_factory() as session:
-        assert jobs.transition(session, job_id, expected=("queued",), to="running")
+        moved = session.execute(update(Job).where(Job.id == job_id, Job.status == source)
+                                .values(status=target, **stamps))
+        assert moved.rowcount == 1
         commit(session)
+
+
+def start_job(api: TestClient, job_id: str) -> None:
+    move_job(api, job_id, JobStatus.QUEUED, JobStatus.RUNNING)

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.client.spec import SpecError, apply_overrides, load_spec, parse_assignment, set_path
+from app.client.spec import (
+    SpecFileError,
+    apply_overrides,
+    load_spec,
+    parse_assignment,
+    set_path,
+)
 from app.jobs.spec import JobSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "specs"
@@ -35,7 +41,7 @@ def test_an_assignment_is_json_when_it_parses_else_a_string(text: str, keys: lis
 
 @pytest.mark.parametrize("text", ["learning_rate", "=3", "a..b=1", ".a=1", "a.=1"])
 def test_a_malformed_assignment_says_the_expected_form(text: str) -> None:
-    with pytest.raises(SpecError, match="dotted.path=value"):
+    with pytest.raises(SpecFileError, match="dotted.path=value"):
         parse_assignment(text)
 
 
@@ -43,7 +49,7 @@ def test_set_path_creates_mappings_and_refuses_to_descend_into_a_value() -> None
     spec: dict[str, object] = {"task": "text-classification"}
     set_path(spec, ["evaluation", "strategy"], "steps")
     assert spec["evaluation"] == {"strategy": "steps"}
-    with pytest.raises(SpecError, match="task is a str"):
+    with pytest.raises(SpecFileError, match="task is a str"):
         set_path(spec, ["task", "name"], "x")
 
 
@@ -80,7 +86,7 @@ def test_unreadable_spec_files_say_what_is_wrong(tmp_path: Path, name: str, cont
                                                  message: str) -> None:
     if content is not None:
         (tmp_path / name).write_text(content)
-    with pytest.raises(SpecError, match=message) as raised:
+    with pytest.raises(SpecFileError, match=message) as raised:
         load_spec(tmp_path / name)
     assert name in str(raised.value)
 

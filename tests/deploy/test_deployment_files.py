@@ -28,9 +28,11 @@ DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERIGNORE = ROOT / ".dockerignore"
 APP_SERVICES = ("migrate", "api", "worker")
+# The Dockerfile target each app service runs: the API image has no torch, the worker's has.
+SERVICE_TARGETS = {"migrate": "api", "api": "api", "worker": "worker"}
 # Variables the compose file reads: the checks below are about its defaults, not this shell's.
-COMPOSE_VARIABLES = ("POSTGRES_PASSWORD", "FT_IMAGE", "FT_API_PORT", "TORCH_INDEX_URL",
-                     "INSTALL_DEMO")
+COMPOSE_VARIABLES = ("POSTGRES_PASSWORD", "FT_API_IMAGE", "FT_WORKER_IMAGE", "FT_API_PORT",
+                     "TORCH_INDEX_URL", "INSTALL_DEMO")
 
 
 TOOLS = {"docker-compose": "Debian's docker-compose package",
@@ -98,11 +100,18 @@ def test_compose_config_is_valid() -> None:
     assert "WARNING" not in stderr, stderr
 
 
-def test_compose_has_all_services_on_one_app_image() -> None:
+def test_compose_runs_each_app_service_on_its_image() -> None:
     services = compose_config()["services"]
     assert {"postgres", "redis", *APP_SERVICES} <= set(services), sorted(services)
-    images = {services[name].get("image") for name in APP_SERVICES}
-    assert len(images) == 1 and None not in images, f"one app image for all: {images}"
+    images = {}
+    for name, target in SERVICE_TARGETS.items():
+        build = services[name]["build"]
+        assert build["target"] == target, (name, build)
+        assert target in dockerfile_targets(), f"no stage {target!r} in the Dockerfile"
+        assert services[name].get("image"), f"{name} names its image"
+        images.setdefault(target, set()).add(services[name]["image"])
+    assert all(len(tagged) == 1 for tagged in images.values()), f"one image per target: {images}"
+    assert images["api"] != images["worker"], images
     assert services["postgres"]["image"].startswith("postgres:16")
     assert services["redis"]["image"].startswith("redis:7")
 
@@ -213,8 +222,11 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
-def dockerfile_stages() -> list[list[tuple[str, str]]]:
-    stages: list[list[tuple[str, str]]] = []
+Stage = list[tuple[str, str]]
+
+
+def dockerfile_stages() -> list[Stage]:
+    stages: list[Stage] = []
     for keyword, arguments in dockerfile_instructions():
         if keyword == "FROM":
             stages.append([])
@@ -225,73 +237,143 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
     return stages
 
 
-def stage_values(stage: list[tuple[str, str]], keyword: str) -> list[str]:
+def stage_name(stage: Stage) -> str | None:
+    words = stage[0][1].split()
+    return words[2].lower() if len(words) == 3 and words[1].upper() == "AS" else None
+
+
+def dockerfile_targets() -> dict[str, Stage]:
+    """Each named stage as `docker build --target NAME` builds it: the instructions of the
+    stages it starts FROM, then its own."""
+    targets: dict[str, Stage] = {}
+    for stage in dockerfile_stages():
+        parent = targets.get(stage[0][1].split()[0].lower(), [])
+        if (name := stage_name(stage)) is not None:
+            targets[name] = parent + stage
+    return targets
+
+
+def base_image(target: Stage) -> str:
+    return target[0][1].split()[0]
+
+
+def stage_values(stage: Stage, keyword: str) -> list[str]:
     return [arguments for kw, arguments in stage if kw == keyword]
 
 
-def expand_args(value: str, stage: list[tuple[str, str]]) -> str:
+def expand_args(value: str, stage: Stage) -> str:
     """Substitute the stage's ARG defaults into ${NAME} / $NAME."""
     defaults = dict(arg.split("=", 1) for arg in stage_values(stage, "ARG") if "=" in arg)
     return re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), value)
 
 
-def test_dockerfile_has_a_builder_and_a_slim_runtime_stage() -> None:
-    stages = dockerfile_stages()
-    assert len(stages) >= 2, "a builder stage and a runtime stage"
-    froms = [stage[0][1].split() for stage in stages]
-    names = [words[2].lower() for words in froms if len(words) == 3 and words[1].upper() == "AS"]
-    assert "builder" in names, froms
-    runtime_base = froms[-1][0]
-    assert runtime_base.startswith("python:3.11-slim"), runtime_base
-    for words in froms:
-        image = words[0]
-        assert ":" in image and not image.endswith(":latest"), f"pin {image} by tag"
-    builder = stages[names.index("builder")] if len(names) == len(stages) else stages[0]
+def builder_of(target: Stage) -> Stage:
+    """The stage whose virtualenv the image copies."""
+    copies = [copy for copy in stage_values(target, "COPY") if "/opt/venv" in copy]
+    assert len(copies) == 1, copies
+    source = re.search(r"--from=(\S+)", copies[0])
+    assert source, f"the virtualenv comes from a builder stage: {copies[0]}"
+    return dockerfile_targets()[source.group(1).lower()]
+
+
+def shell_commands(stage: Stage) -> list[str]:
+    """The commands of the stage's RUN lines, split at `&&`."""
+    return [command.strip() for run in stage_values(stage, "RUN") for command in run.split("&&")]
+
+
+def pip_installs(stage: Stage) -> list[str]:
+    return [command for command in shell_commands(stage) if "pip install" in command]
+
+
+def test_dockerfile_has_a_slim_runtime_image_per_target() -> None:
+    targets = dockerfile_targets()
+    assert {"api", "worker"} <= set(targets), sorted(targets)
+    assert stage_name(dockerfile_stages()[-1]) == "api", "a plain `docker build .` is the API"
+    for stage in dockerfile_stages():
+        image = stage[0][1].split()[0]
+        if image.lower() not in targets:
+            assert ":" in image and not image.endswith(":latest"), f"pin {image} by tag"
+    for name in ("api", "worker"):
+        runtime_base = base_image(targets[name])
+        assert runtime_base.startswith("python:3.11-slim"), (name, runtime_base)
+        builder = builder_of(targets[name])
+        assert base_image(builder) == runtime_base, "the virtualenv's links need the same Python"
+        assert not pip_installs(targets[name]), f"the {name} image only copies its virtualenv"
+
+
+def test_dockerfile_worker_target_installs_torch_and_the_worker_extra() -> None:
+    builder = builder_of(dockerfile_targets()["worker"])
     args = " ".join(stage_values(builder, "ARG"))
     assert "TORCH_SPEC=torch==2.13.0" in args
     assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in args
-    final_copies = stage_values(stages[-1], "COPY")
-    assert any("--from=builder" in copy for copy in final_copies), final_copies
+    installs = " ".join(pip_installs(builder))
+    assert '--index-url "${TORCH_INDEX_URL}" "${TORCH_SPEC}"' in installs, installs
+    assert '"./[worker]"' in installs and '"./[demo]"' in installs, installs
 
 
-def test_dockerfile_runtime_runs_as_non_root_with_a_healthcheck() -> None:
-    final = dockerfile_stages()[-1]
-    users = stage_values(final, "USER")
-    assert users, "the final stage sets a USER"
-    user = expand_args(users[-1], final).split(":")[0]
+def test_dockerfile_api_target_installs_no_torch() -> None:
+    builder = builder_of(dockerfile_targets()["api"])
+    assert pip_installs(builder) == ["pip install --no-cache-dir ./"], \
+        "the API installs the base project only: no torch, no extra"
+    assert not any("TORCH" in arg for arg in stage_values(builder, "ARG"))
+    assert any("sys.exit(importlib.util.find_spec('torch') is not None)" in command
+               for command in shell_commands(builder)), \
+        "the build fails if a dependency pulled torch in"
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_dockerfile_target_runs_as_non_root(name: str) -> None:
+    target = dockerfile_targets()[name]
+    users = stage_values(target, "USER")
+    assert users, f"the {name} image sets a USER"
+    user = expand_args(users[-1], target).split(":")[0]
     assert user not in ("root", "0") and not user.startswith("$"), user
     if user.isdigit():
         assert int(user) >= 1000, user
-    healthchecks = stage_values(final, "HEALTHCHECK")
+
+
+def test_dockerfile_api_has_a_healthcheck_and_the_worker_none() -> None:
+    healthchecks = stage_values(dockerfile_targets()["api"], "HEALTHCHECK")
     assert healthchecks and "/healthz" in healthchecks[-1], healthchecks
     assert "curl" not in healthchecks[-1] and "wget" not in healthchecks[-1]
+    worker_checks = stage_values(dockerfile_targets()["worker"], "HEALTHCHECK")
+    assert worker_checks in ([], ["NONE"]), "a worker opens no HTTP port"
 
 
-def test_dockerfile_runtime_layout() -> None:
-    final = dockerfile_stages()[-1]
-    assert stage_values(final, "WORKDIR")[-1] == "/srv"
-    assert "8000" in " ".join(stage_values(final, "EXPOSE")).split()
-    assert "/data" in " ".join(stage_values(final, "VOLUME"))
-    env = " ".join(stage_values(final, "ENV"))
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_dockerfile_target_layout(name: str) -> None:
+    target = dockerfile_targets()[name]
+    assert stage_values(target, "WORKDIR")[-1] == "/srv"
+    assert "/data" in " ".join(stage_values(target, "VOLUME"))
+    env = " ".join(stage_values(target, "ENV"))
     assert "FT_STORAGE_DIR=/data/storage" in env
     assert "HF_HOME=/data/hf" in env
-    assert json.loads(stage_values(final, "ENTRYPOINT")[-1]) == ["finetune"]
-    assert json.loads(stage_values(final, "CMD")[-1]) == ["api", "--host", "0.0.0.0",
-                                                          "--port", "8000"]
+    assert json.loads(stage_values(target, "ENTRYPOINT")[-1]) == ["finetune"]
+
+
+def test_dockerfile_target_commands() -> None:
+    api, worker = dockerfile_targets()["api"], dockerfile_targets()["worker"]
+    assert "8000" in " ".join(stage_values(api, "EXPOSE")).split()
+    assert json.loads(stage_values(api, "CMD")[-1]) == ["api", "--host", "0.0.0.0",
+                                                        "--port", "8000"]
+    assert json.loads(stage_values(worker, "CMD")[-1]) == ["worker"]
 
 
 # ---------------------------------------------------------------------------------------------
 # The commands the image and the compose file run exist in the CLI.
 
+IMAGE_TARGETS = ("api", "worker")
+
+
 def _image_and_compose_commands() -> list[list[str]]:
-    final = dockerfile_stages()[-1]
-    commands = [json.loads(stage_values(final, "CMD")[-1])]
+    targets = dockerfile_targets()
+    commands = [json.loads(stage_values(targets[name], "CMD")[-1]) for name in IMAGE_TARGETS]
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     commands += [raw["services"][name]["command"] for name in APP_SERVICES]
     return commands
 
 
-@pytest.mark.parametrize("index", range(1 + len(APP_SERVICES)))
+@pytest.mark.parametrize("index", range(len(IMAGE_TARGETS) + len(APP_SERVICES)))
 def test_commands_parse_with_the_cli(index: int, capsys: pytest.CaptureFixture[str]) -> None:
     command = _image_and_compose_commands()[index]
     with pytest.raises(SystemExit) as exit_info:
@@ -303,8 +385,9 @@ def test_entrypoint_is_the_project_script() -> None:
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    entrypoint = json.loads(stage_values(dockerfile_stages()[-1], "ENTRYPOINT")[-1])
-    assert entrypoint[0] in scripts
+    for name in IMAGE_TARGETS:
+        entrypoint = json.loads(stage_values(dockerfile_targets()[name], "ENTRYPOINT")[-1])
+        assert entrypoint[0] in scripts, name
 
 
 # ---------------------------------------------------------------------------------------------

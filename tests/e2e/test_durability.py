@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from app.broker import RUN_JOB, create_celery
 from tests.conftest import TINY_MODEL
 from tests.e2e.service import Service, production_service, trainer_pid
 from tests.factories import sentiment_rows, write_rows
-from app.broker import RUN_JOB, create_celery
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

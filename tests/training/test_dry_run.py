@@ -108,8 +108,8 @@ def test_parameter_counts_are_the_loaded_models(task: str, fields: dict[str, Any
     load_model(spec.resolved(), str(tiny_bert), labels, events=sink)
     loaded = sink.data_of("model_loaded")[-1]
     parameters = report["parameters"]
-    assert (parameters["total"], parameters["trainable"]) == (
-        loaded["total_parameters"], loaded["trainable_parameters"])
+    assert (parameters["total"], parameters["trainable"], parameters["architecture"]) == (
+        loaded["total_parameters"], loaded["trainable_parameters"], loaded["architecture"])
     assert parameters["trainable"] < parameters["total"]
     memory = report["memory"]
     assert memory["gradients_bytes"] == 4 * parameters["trainable"]

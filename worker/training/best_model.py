@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from app.jobs.spec import EarlyStopping
-from app.jobs.task_rules import greater_is_better
+from app.jobs.tasks.declaration import greater_is_better
 from worker.training.events import EventSink
 
 _WEIGHTS = "model.safetensors"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,8 @@ from transformers import PreTrainedTokenizerBase
 
 from app.datasets.conll import ConllError, conll_sentences
 from app.jobs.spec import DatasetSpec, HubDataset, JobSpec
-from app.jobs.task_rules import (
-    ANSWER,
-    LABEL_KINDS,
-    MESSAGES,
-    TAGS,
-    TEXT,
-    WORDS,
-    columns_read,
-)
+from app.jobs.tasks import columns_read
+from app.jobs.tasks.columns import ANSWER, LABEL_KINDS, MESSAGES, TAGS, TEXT, WORDS
 from worker.training.errors import DatasetInvalid, DatasetUnavailable
 from worker.training.events import EventSink
 from worker.training.labels import LABELS, encode_labels
@@ -74,6 +67,9 @@ class PreparedData:
     test: Dataset | None
     # Label names in id order; empty for regression.
     label_names: list[str]
+    # Unusable rows dropped, by the role of the data they were read as (train, validation,
+    # test), before any split was held out of train.
+    dropped_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
@@ -110,7 +106,7 @@ def prepare_data(spec: JobSpec, files: DataFiles, *, cache_dir: Path,
         if len(cleaned[role]) == 0:
             raise DatasetInvalid(
                 f"the {role} data has no usable rows: all {len(dataset)} rows have an empty "
-                f"value in the columns {list(spec.columns_read().values())}")
+                f"value in the columns {[column.name for column in columns_read(spec)]}")
 
     label_names, encoded = encode_labels(spec, cleaned)
 
@@ -123,7 +119,8 @@ def prepare_data(spec: JobSpec, files: DataFiles, *, cache_dir: Path,
         train=train,
         validation=held_validation if held_validation is not None else encoded.get("validation"),
         test=held_test if held_test is not None else encoded.get("test"),
-        label_names=label_names)
+        label_names=label_names,
+        dropped_rows=dropped)
 
     rows = {f"{role}_rows": len(prepared.splits().get(role, ())) for role in
             ("train", "validation", "test")}

@@ -1,9 +1,10 @@
 """The dry run: what a job would read, build and cost, found without training it.
 
-It goes through the job's own code up to the first step: `prepare_data`, the task recipe's
-tokenization and the model's config, head, freeze and LoRA. So its step count is the real
-job's for every task, and a dataset or model that would fail the job fails the dry run with
-the same error code. The model is built on the meta device: its shapes, never its weights.
+It goes through the job's own code up to the first step: `prepare_data`, `build_model` (the
+tokenizer, the config checked against the task, the head, freeze and LoRA) and the task
+recipe's tokenization. So its step count is the real job's for every task, and a dataset or
+model that would fail the job fails the dry run with the same error code. The model is built
+on the meta device: its shapes, never its weights.
 
 Memory and time are estimates, and say so: memory adds weights, gradients, optimizer state
 (exact, from the trainable shapes) and activations (a per-layer formula); time divides a FLOPs
@@ -26,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset, List, Value
-from peft import PeftModel
 from torch import nn
-from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from app.jobs.spec import Hyperparameters, JobSpec
+from app.jobs.tasks import columns_read
 from worker.training.data import (
     DataFiles,
     PreparedData,
@@ -39,15 +40,8 @@ from worker.training.data import (
 )
 from worker.training.errors import TrainingError
 from worker.training.labels import LABELS
-from worker.training.lora import with_lora
-from worker.training.model import (
-    checked_location,
-    count_parameters,
-    freeze,
-    load_tokenizer,
-    loading_errors,
-)
-from worker.training.tasks import TaskRecipe, recipe_for
+from worker.training.model import BuiltModel, build_model
+from worker.training.tasks import recipe_for
 
 # A class with fewer training examples than this is barely learnt, and its scores are noise.
 MIN_CLASS_EXAMPLES = 10
@@ -61,14 +55,11 @@ MODEL_FLOPS_UTILIZATION = 0.4
 _ACTIVATION_FACTOR, _ATTENTION_FACTOR = 34, 5
 
 
-class _RecordedEvents:
-    """The EventSink prepare_data reports to: the dry run reads the events back."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, dict[str, Any]] = {}
+class _Unreported:
+    """The EventSink of the job's steps in a dry run, whose findings go into its report."""
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
-        self.data[kind] = data or {}
+        pass
 
 
 def problem(code: str, message: str, hint: str | None = None) -> dict[str, str]:
@@ -100,15 +91,13 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
              report: dict[str, Any]) -> None:
     """Fill `report` section by section, as far as the job would get."""
     recipe, hyper, warnings = recipe_for(spec), spec.hyperparameters, report["warnings"]
-    events = _RecordedEvents()
-    prepared = prepare_data(spec, data_files, cache_dir=cache_dir, events=events)
-    report["dataset"] = _dataset_report(spec, prepared, events.data["dataset_loaded"])
+    prepared = prepare_data(spec, data_files, cache_dir=cache_dir, events=_Unreported())
+    report["dataset"] = _dataset_report(spec, prepared)
     warnings.extend(_dataset_warnings(report["dataset"]))
 
-    location = checked_location(spec.model, model_source)
-    tokenizer = load_tokenizer(spec, model_source, location)
     # In the job's order, so that a spec with two faults fails here as the job would.
-    model, config = _meta_model(spec, model_source, location, recipe, prepared.label_names)
+    built = build_model(spec, model_source, prepared.label_names, load_weights=False)
+    tokenizer = built.tokenizer
     recipe.collator(tokenizer, spec)  # a collator refuses a tokenizer it cannot batch with
     limit = model_length(tokenizer, hyper.max_seq_length)
     # Exactly as run_training tokenizes: that is what makes the step count the job's.
@@ -125,13 +114,12 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
             "or shorten the texts."))
     report["steps"] = training_steps(len(splits["train"]), hyper)
 
-    total, trainable = count_parameters(model)
-    report["parameters"] = {"total": total, "trainable": trainable,
-                            "trainable_share": round(trainable / total, 6) if total else 0.0,
-                            "architecture": type(_without_adapters(model)).__name__,
-                            "lora": spec.lora is not None}
+    counts = built.parameters
+    report["parameters"] = {"total": counts.total, "trainable": counts.trainable,
+                            "trainable_share": round(counts.trainable_share, 6),
+                            "architecture": built.architecture, "lora": spec.lora is not None}
     device = device_capacity()
-    report["memory"] = _memory_estimate(model, config, hyper, int(feature_lengths.max()))
+    report["memory"] = _memory_estimate(built, hyper, int(feature_lengths.max()))
     if report["memory"]["total_bytes"] > device["memory_bytes"]:
         warnings.append(problem(
             "may_run_out_of_memory",
@@ -139,8 +127,8 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
             f"{_gib(device['memory_bytes'])} GiB of this worker's {device['device']}",
             "Lower batch_size or max_seq_length (raise gradient_accumulation_steps to keep the "
             "effective batch), freeze layers, use LoRA, or the adafactor optimizer."))
-    report["time"] = _time_estimate(spec, total, trainable, int(feature_lengths.sum()),
-                                    report["steps"], device)
+    report["time"] = _time_estimate(spec, counts.total, counts.trainable,
+                                    int(feature_lengths.sum()), report["steps"], device)
 
 
 def training_steps(train_rows: int, hyper: Hyperparameters) -> dict[str, Any]:
@@ -160,8 +148,7 @@ def training_steps(train_rows: int, hyper: Hyperparameters) -> dict[str, Any]:
             "effective_batch_size": hyper.batch_size * hyper.gradient_accumulation_steps}
 
 
-def _dataset_report(spec: JobSpec, prepared: PreparedData,
-                    loaded: dict[str, Any]) -> dict[str, Any]:
+def _dataset_report(spec: JobSpec, prepared: PreparedData) -> dict[str, Any]:
     splits = prepared.splits()
     held_out = {"validation": spec.dataset.validation_split, "test": spec.dataset.test_split}
     usable = {role: len(dataset) for role, dataset in splits.items()
@@ -169,12 +156,13 @@ def _dataset_report(spec: JobSpec, prepared: PreparedData,
     usable["train"] += sum(len(splits[role]) for role, share in held_out.items() if share)
     files = {role: {"rows_read": usable[role] + dropped, "rows_dropped": dropped,
                     "rows_usable": usable[role]}
-             for role, dropped in loaded["dropped_rows"].items()}
+             for role, dropped in prepared.dropped_rows.items()}
     return {"files": files, "splits": {role: len(dataset) for role, dataset in splits.items()},
             "label_names": prepared.label_names,
             "label_distribution": {role: _label_counts(spec, dataset, prepared.label_names)
                                    for role, dataset in splits.items()},
-            "columns": {"needed": spec.columns_read()}}
+            "columns": {"needed": {column.field: column.name
+                                    for column in columns_read(spec)}}}
 
 
 def _label_counts(spec: JobSpec, dataset: Dataset, names: list[str]) -> dict[str, int] | None:
@@ -228,8 +216,8 @@ def _untruncated_lengths(spec: JobSpec, sample: Dataset,
                          tokenizer: PreTrainedTokenizerBase) -> np.ndarray | None:
     """Tokens per row over the first two text columns the task reads, as a pair; lists of
     words are tokenized as words. None when the task reads no text column."""
-    columns = [column for field, column in spec.columns_read().items()
-               if field != "label_column" and _is_text(sample.features.get(column))]
+    columns = [column.name for column in columns_read(spec)
+               if column.field != "label_column" and _is_text(sample.features.get(column.name))]
     if not columns or len(sample) == 0:
         return None
     words = isinstance(sample.features[columns[0]], List)
@@ -251,35 +239,12 @@ def _stats(lengths: np.ndarray) -> dict[str, float]:
             "max": int(lengths.max())}
 
 
-def _meta_model(spec: JobSpec, model_source: str, location: Any, recipe: TaskRecipe,
-                label_names: list[str]) -> tuple[nn.Module, PretrainedConfig]:
-    """The job's model, head, freeze and LoRA with shapes but no storage: no weight is read."""
-    with loading_errors(spec):
-        # Safetensors only (checked) and no remote code, as in load_model.
-        config = AutoConfig.from_pretrained(  # nosec B615
-            model_source, trust_remote_code=False, **location.options,
-            **recipe.head(label_names))
-        recipe.check_model(config, spec)
-        with torch.device("meta"):
-            model = recipe.model_class.from_config(config)
-    freeze(model, spec.freeze, spec.model)
-    if spec.lora is not None:
-        with torch.device("meta"):
-            model = with_lora(model, spec.lora, spec)
-    return model, config
-
-
-def _without_adapters(model: nn.Module) -> nn.Module:
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def _memory_estimate(model: nn.Module, config: PretrainedConfig, hyper: Hyperparameters,
-                     longest: int) -> dict[str, Any]:
+def _memory_estimate(built: BuiltModel, hyper: Hyperparameters, longest: int) -> dict[str, Any]:
+    model, config, counts = built.model, built.config, built.parameters
     dtype = getattr(config, "dtype", None)
     width = dtype.itemsize if isinstance(dtype, torch.dtype) else 4
     trainable = [p for p in model.parameters() if p.requires_grad]
-    total, trained = count_parameters(model)
-    parts = {"weights_bytes": total * width, "gradients_bytes": trained * width,
+    parts = {"weights_bytes": counts.total * width, "gradients_bytes": counts.trainable * width,
              "optimizer_bytes": _optimizer_state(trainable, hyper.optimizer) * width,
              "activations_bytes": _activations(model, config, hyper.batch_size, longest, width)}
     return {**parts, "total_bytes": sum(parts.values()), "batch_size": hyper.batch_size,

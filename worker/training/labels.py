@@ -1,6 +1,7 @@
 """Labels: class names mapped to ids, lists of labels to 0/1 vectors, numbers checked.
 
-Every problem becomes a DatasetInvalid that names the split, the column and the values.
+What a task's label is comes from its declaration (app/jobs/tasks/): the kind of its label
+column. Every problem becomes a DatasetInvalid that names the split, the column and the values.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 from datasets import ClassLabel, Dataset, Sequence, Value
 
 from app.jobs.spec import JobSpec
-from app.jobs.task_rules import LABEL_KINDS, columns_read
+from app.jobs.tasks import columns_read
+from app.jobs.tasks.columns import LABEL, LABEL_KINDS, LABEL_LIST, TAGS, WORDS
 from worker.training.errors import DatasetInvalid
 
 # The column every prepared split carries its encoded label in: what the Trainer expects.
@@ -21,17 +23,19 @@ _SHOWN_VALUES = 5
 
 
 def encode_labels(spec: JobSpec,
-                    cleaned: dict[str, Dataset]) -> tuple[list[str], dict[str, Dataset]]:
+                  cleaned: dict[str, Dataset]) -> tuple[list[str], dict[str, Dataset]]:
     """The label names in id order, and the splits with their labels encoded as `labels`."""
-    if not any(column.kind in LABEL_KINDS for column in columns_read(spec)):
+    columns = {column.kind: column.name for column in columns_read(spec)}
+    label_kind = next((kind for kind in LABEL_KINDS if kind in columns), None)
+    if label_kind is None:
         return [], cleaned
-    if spec.task == "token-classification":
-        return _tag_ids(cleaned, spec.dataset.tokens_column, spec.dataset.tags_column)
-    label_column = spec.dataset.label_column
-    if spec.dataset.multi_label:
+    label_column = columns[label_kind]
+    if label_kind == TAGS:
+        return _tag_ids(cleaned, columns[WORDS], label_column)
+    if label_kind == LABEL_LIST:
         return _multi_hot_labels(cleaned, label_column)
     encoders: dict[str, Callable[[Any], int | float]]
-    if spec.task == "text-classification":
+    if label_kind == LABEL:
         label_names, encoders = _class_labels(cleaned, label_column)
         label_type = "int64"
     else:

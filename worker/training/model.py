@@ -1,10 +1,11 @@
-"""Build the model: find it, load it with a fresh task head, and freeze what the spec asks."""
+"""Build the model: find it, load it with a fresh task head, freeze and adapt what the spec asks,
+and count its parameters; for the job with its weights, for the dry run with its shapes only."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import RepositoryNotFoundError
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -41,9 +44,37 @@ _SAFETENSORS_SUFFIXES = (".safetensors", ".safetensors.index.json")
 _LISTED_FILES = 5
 
 
-def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
-               events: EventSink) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The tokenizer and the model with a new head for `spec.task`, frozen as asked.
+@dataclass(frozen=True)
+class ParameterCounts:
+    """A model's parameters; shared (tied) weights count once."""
+
+    total: int
+    trainable: int
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    tokenizer: PreTrainedTokenizerBase
+    # A PreTrainedModel, or the PeftModel around it with LoRA.
+    model: nn.Module
+    # The config the model was built from, with its task head.
+    config: PretrainedConfig
+    # The model's class under any LoRA wrapper, e.g. BertForSequenceClassification.
+    architecture: str
+    parameters: ParameterCounts
+
+
+def build_model(spec: JobSpec, model_source: str, label_names: list[str], *,
+                load_weights: bool) -> BuiltModel:
+    """The tokenizer and the model with a new head for `spec.task`, frozen and adapted as asked.
+
+    The job builds it with its weights; the dry run (`load_weights=False`) builds it on the
+    meta device, with the shapes of every parameter and no weight read. Both take every step
+    here, so a model that would fail the job fails the dry run with the same error.
 
     `label_names` are the class names in id order (empty for tasks without classes); the
     task's head makes them the config's id2label, so the model predicts the data's own names.
@@ -52,28 +83,47 @@ def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
     recipe = recipe_for(spec)
     tokenizer = load_tokenizer(spec, model_source, location)
     with loading_errors(spec):
-        # Safetensors only (checked first) and no remote code, as for the tokenizer.
-        model = recipe.model_class.from_pretrained(  # nosec B615
-            model_source, use_safetensors=True, trust_remote_code=False,
-            **location.options, **recipe.head(label_names))
-    recipe.check_model(model.config, spec)
+        # No remote code, as for the tokenizer.
+        config = AutoConfig.from_pretrained(  # nosec B615
+            model_source, trust_remote_code=False, **location.options,
+            **recipe.head(label_names))
+    # Outside loading_errors, which would make its InvalidSpec a model_load_failed, and before
+    # the weights are read: a model the task cannot use is the spec's fault.
+    recipe.check_model(config, spec)
+    with loading_errors(spec), _placement(load_weights):
+        if load_weights:
+            # Safetensors only (checked first) and no remote code, as for the config.
+            model = recipe.model_class.from_pretrained(  # nosec B615
+                model_source, config=config, use_safetensors=True, trust_remote_code=False,
+                **location.options)
+        else:
+            model = recipe.model_class.from_config(config)
     if model.config.pad_token_id is None:
         # GPT-style heads find each sequence's last token by the padding id.
         model.config.pad_token_id = tokenizer.pad_token_id
 
-    architecture = type(model).__name__
+    architecture, built_config = type(model).__name__, model.config
     freeze(model, spec.freeze, spec.model)
     if spec.lora is not None:
-        model = with_lora(model, spec.lora, spec)
-    total, trainable = count_parameters(model)
-    share = trainable / total if total else 0.0
+        with _placement(load_weights):
+            model = with_lora(model, spec.lora, spec)
+    return BuiltModel(tokenizer, model, built_config, architecture, count_parameters(model))
+
+
+def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
+               events: EventSink) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The job's model and tokenizer (`build_model` with the weights), reported as
+    `model_loaded`."""
+    built = build_model(spec, model_source, label_names, load_weights=True)
+    counts, lora = built.parameters, spec.lora is not None
     events.event("model_loaded",
-                 f"loaded {spec.model} ({architecture}{' with LoRA' if spec.lora else ''}): "
-                 f"{trainable:,} of {total:,} parameters trainable ({share:.2%})",
-                 {"model": spec.model, "architecture": architecture, "lora": spec.lora is not None,
-                  "total_parameters": total, "trainable_parameters": trainable,
-                  "trainable_share": round(share, 6)})
-    return model, tokenizer
+                 f"loaded {spec.model} ({built.architecture}{' with LoRA' if lora else ''}): "
+                 f"{counts.trainable:,} of {counts.total:,} parameters trainable "
+                 f"({counts.trainable_share:.2%})",
+                 {"model": spec.model, "architecture": built.architecture, "lora": lora,
+                  "total_parameters": counts.total, "trainable_parameters": counts.trainable,
+                  "trainable_share": round(counts.trainable_share, 6)})
+    return built.model, built.tokenizer
 
 
 def checked_location(model_name: str, model_source: str) -> _ModelLocation:
@@ -120,11 +170,11 @@ def loading_errors(spec: JobSpec) -> Iterator[None]:
                               f"{first_line(exc)}") from exc
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """Total and trainable parameters; shared (tied) weights count once."""
-    parameters = list(model.parameters())
-    return (sum(parameter.numel() for parameter in parameters),
-            sum(parameter.numel() for parameter in parameters if parameter.requires_grad))
+def count_parameters(model: nn.Module) -> ParameterCounts:
+    parameters = list(model.parameters())  # each shared (tied) weight once
+    return ParameterCounts(
+        total=sum(parameter.numel() for parameter in parameters),
+        trainable=sum(parameter.numel() for parameter in parameters if parameter.requires_grad))
 
 
 def freeze(model: PreTrainedModel, spec: Freeze, model_name: str) -> None:
@@ -277,6 +327,12 @@ def _layer_list(backbone: nn.Module) -> nn.ModuleList | None:
         if isinstance(layers, nn.ModuleList):
             return layers
     return None
+
+
+def _placement(load_weights: bool) -> AbstractContextManager[Any]:
+    """Where a model is built: without its weights, on the meta device, which allocates
+    nothing."""
+    return nullcontext() if load_weights else torch.device("meta")
 
 
 def _stop_gradients(module: nn.Module) -> None:

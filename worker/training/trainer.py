@@ -192,7 +192,8 @@ def json_safe(value: Any) -> Any:
 
 
 def _quiet_progress_bars() -> None:
-    # The trainer child's stderr carries its events as JSON lines; bars would garble them.
+    # Bars would fill a job's log (its trainer child's stdout and stderr) with every map and
+    # epoch, and garble the events that the standalone mode prints to stderr as JSON lines.
     datasets.disable_progress_bars()
     transformers_logging.disable_progress_bar()
 

@@ -1,10 +1,18 @@
-"""One module per task: the part of the recipe that differs from task to task.
+"""One recipe module per task: the heavy part of a task, which only the worker needs.
 
-Loading, cleaning, splitting and tokenizing the data are shared (worker/training/data.py), and
-so are the Trainer, checkpoints and reporting. A task brings its model class and head, how its
-batches are collated, how it is scored, and the `transformers.pipeline` that loads its model:
-adding a task is adding a module here, its name to `Task` in the spec and its columns to
-app/jobs/task_rules.py.
+What the API and the worker both know of a task (its columns and their kinds, its spec
+fields, its metrics, its defaults) is its light declaration in app/jobs/tasks/, which its
+recipe names as `task`. Loading, cleaning, splitting and tokenizing the data are shared
+(worker/training/data.py), and so are the Trainer, checkpoints and reporting. A recipe brings
+the model class and head, how batches are collated, how the task is scored, and the
+`transformers.pipeline` that loads its model.
+
+Adding a task touches its declaration (a module in app/jobs/tasks/, named in DECLARATIONS
+there), its recipe (a module here, named in `recipes()`) and its tests; app/jobs/spec.py only
+where the task brings spec fields of its own, or a default metric for the best model that
+the description of evaluation.metric_for_best_model does not name yet.
+tests/training/test_task_declarations.py checks that each declared task has a recipe and each
+recipe a declared task.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from transformers import (
 )
 
 from app.jobs.spec import JobSpec
+from app.jobs.tasks.declaration import TaskDeclaration
 from worker.training.data import PreparedData, tokenize_splits
 from worker.training.metrics import Metrics
 
@@ -42,6 +51,8 @@ class Evaluated:
 
 @dataclass(frozen=True)
 class TaskRecipe:
+    # The task it trains, as the API knows it.
+    task: TaskDeclaration
     # An Auto class, e.g. AutoModelForSequenceClassification.
     model_class: Any
     # None where transformers 5 has no pipeline for the task: the model card then names the

@@ -25,6 +25,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from app.jobs.spec import JobSpec
+from app.jobs.tasks.causal_lm import TASK
 from worker.training.data import PreparedData, model_length
 from worker.training.errors import DatasetInvalid, InvalidSpec
 from worker.training.labels import LABELS
@@ -204,7 +205,7 @@ def samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return written
 
 
-RECIPE = TaskRecipe(model_class=AutoModelForCausalLM, pipeline="text-generation",
+RECIPE = TaskRecipe(task=TASK, model_class=AutoModelForCausalLM, pipeline="text-generation",
                     head=lambda _: {}, collator=collator,
                     models_hint="Use a GPT-style model (GPT-2, Llama, Qwen, ...); BERT-style "
                                 "models learn with masked-lm.", derived_metrics=perplexity,

@@ -10,6 +10,7 @@ from transformers import (
 )
 
 from app.jobs.spec import JobSpec
+from app.jobs.tasks.masked_lm import TASK
 from worker.training.errors import InvalidSpec
 from worker.training.metrics import perplexity
 from worker.training.tasks import TaskRecipe
@@ -20,10 +21,10 @@ def collator(tokenizer: PreTrainedTokenizerBase, spec: JobSpec) -> DataCollatorF
         raise InvalidSpec(f"{spec.model} has no mask token, so it cannot learn masked-lm",
                           hint=RECIPE.models_hint)
     return DataCollatorForLanguageModeling(
-        tokenizer, mlm=True, mlm_probability=spec.hyperparameters.mlm_probability or 0.15)
+        tokenizer, mlm=True, mlm_probability=spec.hyperparameters.mlm_probability)
 
 
-RECIPE = TaskRecipe(model_class=AutoModelForMaskedLM, pipeline="fill-mask",
+RECIPE = TaskRecipe(task=TASK, model_class=AutoModelForMaskedLM, pipeline="fill-mask",
                     head=lambda _: {}, collator=collator,
                     models_hint="Use a BERT-style model (BERT, RoBERTa, DistilBERT, ELECTRA); "
                                 "GPT-style models learn with causal-lm.",

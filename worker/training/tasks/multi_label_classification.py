@@ -8,27 +8,23 @@ from collections.abc import Callable
 import numpy as np
 from transformers import AutoModelForSequenceClassification, EvalPrediction
 
-from app.jobs.spec import JobSpec
+from app.jobs.tasks.text_classification import TASK
 from worker.training.metrics import Metrics, model_outputs, multi_label_metrics, multi_label_report
 from worker.training.tasks import ENCODER_HINT, Evaluated, TaskRecipe, labelled_head, padded_batches
-
-
-def _threshold(spec: JobSpec) -> float:
-    return spec.hyperparameters.multi_label_threshold or 0.5
 
 
 def metrics(evaluated: Evaluated) -> Callable[[EvalPrediction], Metrics]:
     def compute(prediction: EvalPrediction) -> Metrics:
         return multi_label_metrics(model_outputs(prediction.predictions),
                                    np.asarray(prediction.label_ids),
-                                   _threshold(evaluated.spec))
+                                   evaluated.spec.hyperparameters.multi_label_threshold)
 
     return compute
 
 
 RECIPE = TaskRecipe(
-    model_class=AutoModelForSequenceClassification, pipeline="text-classification",
+    task=TASK, model_class=AutoModelForSequenceClassification, pipeline="text-classification",
     head=lambda names: labelled_head(names, "multi_label_classification"),
     models_hint=ENCODER_HINT, collator=padded_batches, metrics=metrics,
     class_report=lambda outputs, labels, names, spec: multi_label_report(
-        outputs, labels, names, _threshold(spec)))
+        outputs, labels, names, spec.hyperparameters.multi_label_threshold))

@@ -21,6 +21,7 @@ from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering, EvalPrediction, PreTrainedTokenizerBase
 
 from app.jobs.spec import JobSpec
+from app.jobs.tasks.question_answering import TASK
 from worker.training.data import PreparedData, model_length
 from worker.training.errors import DatasetInvalid, InvalidSpec
 from worker.training.metrics import Metrics
@@ -219,6 +220,6 @@ def metrics(evaluated: Evaluated) -> Callable[[EvalPrediction], Metrics]:
 
 
 RECIPE = TaskRecipe(
-    model_class=AutoModelForQuestionAnswering, pipeline=None, head=lambda _: {},
+    task=TASK, model_class=AutoModelForQuestionAnswering, pipeline=None, head=lambda _: {},
     models_hint=f"{ENCODER_HINT} Its tokenizer must be a fast one.", collator=padded_batches,
     metrics=metrics, tokenize=tokenize)

@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from app.jobs.spec import JobSpec
+from app.jobs.tasks.seq2seq import TASK
 from worker.training.data import PreparedData, model_length
 from worker.training.labels import LABELS
 from worker.training.metrics import Metrics
@@ -130,7 +131,8 @@ def _generation_arguments(spec: JobSpec) -> dict[str, Any]:
 
 
 RECIPE = TaskRecipe(
-    model_class=AutoModelForSeq2SeqLM, pipeline=None, head=lambda _: {}, collator=collator,
+    task=TASK, model_class=AutoModelForSeq2SeqLM, pipeline=None, head=lambda _: {},
+    collator=collator,
     models_hint="Use an encoder-decoder such as T5, BART, mBART or Marian.",
     metrics=metrics, tokenize=tokenize, samples=samples, finish=finish,
     trainer_class=Seq2SeqTrainer,

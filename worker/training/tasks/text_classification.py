@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from transformers import AutoModelForSequenceClassification, EvalPrediction
 
+from app.jobs.tasks.text_classification import TASK
 from worker.training.metrics import (
     Metrics,
     classification_metrics,
@@ -19,7 +20,7 @@ def compute_metrics(prediction: EvalPrediction) -> Metrics:
                                   np.asarray(prediction.label_ids))
 
 
-RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
+RECIPE = TaskRecipe(task=TASK, model_class=AutoModelForSequenceClassification,
                     pipeline="text-classification",
                     head=lambda names: labelled_head(names, "single_label_classification"),
                     models_hint=ENCODER_HINT, collator=padded_batches,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from transformers import AutoModelForSequenceClassification, EvalPrediction
 
+from app.jobs.tasks.text_regression import TASK
 from worker.training.metrics import Metrics, model_outputs, regression_metrics
 from worker.training.tasks import ENCODER_HINT, TaskRecipe, padded_batches
 
@@ -14,7 +15,7 @@ def compute_metrics(prediction: EvalPrediction) -> Metrics:
                               np.asarray(prediction.label_ids))
 
 
-RECIPE = TaskRecipe(model_class=AutoModelForSequenceClassification,
+RECIPE = TaskRecipe(task=TASK, model_class=AutoModelForSequenceClassification,
                     pipeline="text-classification",
                     head=lambda _: {"num_labels": 1, "problem_type": "regression"},
                     models_hint=ENCODER_HINT, collator=padded_batches,

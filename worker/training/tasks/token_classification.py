@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from app.jobs.spec import JobSpec
+from app.jobs.tasks.token_classification import TASK
 from worker.training.data import PreparedData, model_length
 from worker.training.errors import InvalidSpec
 from worker.training.labels import LABELS
@@ -114,7 +115,7 @@ def report(logits: np.ndarray, labels: np.ndarray, names: list[str],
 
 
 RECIPE = TaskRecipe(
-    model_class=AutoModelForTokenClassification, pipeline="token-classification",
+    task=TASK, model_class=AutoModelForTokenClassification, pipeline="token-classification",
     head=labelled_head,
     models_hint="Use an encoder with a fast tokenizer, such as BERT, RoBERTa or DistilBERT.",
     collator=lambda tokenizer, _: DataCollatorForTokenClassification(tokenizer),
