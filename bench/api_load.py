@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,11 +29,12 @@ from typing import Iterator
 
 import httpx
 import redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
-POSTGRES = os.environ.get("FT_BENCH_POSTGRES_URL",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# Run from the repository's root: the tests' helpers make the database and the job.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.api.helpers import submit_a_job  # noqa: E402
+from tests.conftest import postgres_database  # noqa: E402
+
 REDIS = os.environ.get("FT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 HELLO_APP = '''
 from fastapi import FastAPI, Response
@@ -95,24 +95,12 @@ def load_the_service(database_url: str, workdir: Path, clients: int,
     return result, body
 
 
-def submit_a_job(base: str, headers: dict[str, str], workdir: Path) -> str:
-    data = workdir / "train.csv"
-    data.write_text("text,label\n" + "".join(f"sentence {i},{i % 2}\n" for i in range(20)))
-    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-        with data.open("rb") as stream:
-            dataset = client.post("/v1/datasets", files={"file": ("train.csv", stream)})
-        dataset.raise_for_status()
-        job = client.post("/v1/jobs", json={"task": "text-classification", "model": "tiny",
-                                            "dataset": {"train": dataset.json()["id"]}})
-        job.raise_for_status()
-        return job.json()["id"]
-
-
 def load_hello_world(body: bytes, workdir: Path, clients: int, seconds: int) -> LoadResult:
     (workdir / "body.json").write_bytes(body)
     (workdir / "hello.py").write_text(HELLO_APP.format(body_file=str(workdir / "body.json")))
+    # uvicorn's defaults, access log included, as `finetune api` runs it.
     command = [sys.executable, "-m", "uvicorn", "hello:app", "--app-dir", str(workdir),
-               "--port", "18732", "--log-level", "warning"]
+               "--port", "18732"]
     with server(command, dict(os.environ), workdir, "http://127.0.0.1:18732") as base:
         return saturate(f"{base}/hello", {}, base, clients, seconds, probe_ready=False,
                         health_path="/hello")
@@ -192,20 +180,6 @@ def server(command: list[str], env: dict[str, str], workdir: Path, base: str) ->
     finally:
         process.terminate()
         process.wait(timeout=120)
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    name = f"ft_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def report(service: LoadResult, hello: LoadResult, clients: int, seconds: int) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -39,6 +40,15 @@ def job_spec(dataset_id: str, **overrides: Any) -> dict[str, Any]:
                             "dataset": {"train": dataset_id, "validation_split": 0.2}}
     spec.update(overrides)
     return spec
+
+
+def submit_a_job(base_url: str, headers: dict[str, str], folder: Path) -> str:
+    """A queued job, submitted over real HTTP to the API at `base_url`; its id."""
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        dataset = sentiment_dataset(client, folder)  # type: ignore[arg-type]
+        job = client.post("/v1/jobs", json=job_spec(dataset["id"]))
+        assert job.status_code == 201, job.text
+        return job.json()["id"]
 
 
 def assert_error(response: Any, status: int, code: str, param: str | None = None) -> dict:

@@ -20,6 +20,7 @@ import uvicorn
 from app import migrate
 from app.config import Settings
 from app.main import create_app
+from tests.api.helpers import submit_a_job
 from tests.conftest import create_key, postgres_database
 from tests.e2e.service import free_port
 
@@ -55,7 +56,7 @@ def served(tmp_path: Path, model_catalog: Path) -> Iterator[tuple[str, str]]:
 def test_every_concurrent_request_is_answered(served: tuple[str, str], tmp_path: Path) -> None:
     base, key = served
     headers = {"Authorization": f"Bearer {key}"}
-    job_id = _submit_a_job(base, headers, tmp_path)
+    job_id = submit_a_job(base, headers, tmp_path)
 
     async def load() -> list[int]:
         limits = httpx.Limits(max_connections=CLIENTS + 1)
@@ -69,16 +70,3 @@ def test_every_concurrent_request_is_answered(served: tuple[str, str], tmp_path:
 
     statuses = asyncio.run(load())
     assert statuses == [200] * len(statuses)
-
-
-def _submit_a_job(base: str, headers: dict[str, str], folder: Path) -> str:
-    data = folder / "train.csv"
-    data.write_text("text,label\n" + "".join(f"sentence {i},{i % 2}\n" for i in range(20)))
-    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-        with data.open("rb") as stream:
-            dataset = client.post("/v1/datasets", files={"file": ("train.csv", stream)})
-        assert dataset.status_code == 201, dataset.text
-        job = client.post("/v1/jobs", json={"task": "text-classification", "model": "tiny/bert",
-                                            "dataset": {"train": dataset.json()["id"]}})
-        assert job.status_code == 201, job.text
-        return job.json()["id"]

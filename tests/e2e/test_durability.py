@@ -129,7 +129,11 @@ def test_a_job_killed_with_its_worker_is_taken_back(service: Service,
 
 def test_worker_shutdown_checkpoints_and_requeues(service: Service,
                                                   dataset: dict[str, Any]) -> None:
-    job = service.submit(resumable_spec(dataset["id"], checkpoint_steps=1000))
+    # Long enough that the job cannot end on its own between step 25 and the stop, however
+    # fast the machine trains.
+    hyperparameters = {"max_steps": 300, "batch_size": 8, "learning_rate": 1e-3}
+    job = service.submit(resumable_spec(dataset["id"], checkpoint_steps=1000,
+                                        hyperparameters=hyperparameters))
     service.wait_for(job["id"], ("running",), condition=at_step(25))
     service.worker.send_signal(signal.SIGTERM)  # a deploy stops the worker
     assert service.worker.wait(timeout=60) == 0
