@@ -12,14 +12,13 @@ import math
 import time
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from app.db import transaction
 from app.jobs import lifecycle
-from app.models import Job, JobStatus, MetricPoint
+from app.models import JobStatus, MetricPoint
 
 logger = logging.getLogger("finetune.trainer")
 
@@ -35,7 +34,7 @@ class JobCancelled(Exception):
 
 
 class DatabaseReporter(TrainerCallback):
-    def __init__(self, session_factory: sessionmaker[Session], job_id: str,
+    def __init__(self, session_factory: sessionmaker[Session], job_id: str, attempt: int,
                  interval_seconds: float) -> None:
         self.session_factory = session_factory
         self.job_id = job_id
@@ -46,9 +45,9 @@ class DatabaseReporter(TrainerCallback):
         self.latest: dict[str, dict[str, float]] = {}
         self.cancel_requested = False
         self.first_step = 0
-        # The attempt this trainer runs, read at its first progress write: once the reaper
-        # takes the job back, that attempt's writes change nothing.
-        self.attempt: int | None = None
+        # The attempt this trainer runs: once the reaper takes the job back, that attempt's
+        # writes change nothing.
+        self.attempt = attempt
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         try:
@@ -111,9 +110,6 @@ class DatabaseReporter(TrainerCallback):
         try:
             with transaction(self.session_factory) as session:
                 session.add_all(self.pending_points)
-                if self.attempt is None:
-                    self.attempt = session.scalars(
-                        select(Job.attempt).where(Job.id == self.job_id)).one()
                 status = lifecycle.report_progress(
                     session, self.job_id, self.attempt, step=state.global_step,
                     total_steps=total, epoch=state.epoch, eta_seconds=eta, latest=self.latest)

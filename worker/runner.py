@@ -1,7 +1,7 @@
 """Entry point of the trainer child.
 
-    python -m worker.runner --job-id JOB_ID          # spawned by the worker for a job
-    python -m worker.runner --standby                # imports first, then reads a job id
+    python -m worker.runner --job-id JOB_ID --attempt N   # spawned by the worker for a job
+    python -m worker.runner --standby                     # imports first, then reads both
     python -m worker.runner --spec SPEC --out DIR    # standalone, no service at all
 
 In job mode the outcome goes to `outcome.json` in the job's work folder, which the
@@ -32,22 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--job-id", help="run this job of the service's database")
+    parser.add_argument("--attempt", type=int,
+                        help="with --job-id: the attempt this run is, as the worker claimed it")
     parser.add_argument("--spec", type=Path, help="a job spec (JSON) whose dataset entries "
                                                   "are file paths")
     parser.add_argument("--out", type=Path, help="output folder (standalone mode)")
     parser.add_argument("--standby", action="store_true",
-                        help="import the training libraries, then run the job whose id "
-                             "arrives on stdin (the worker keeps one ready between jobs)")
+                        help="import the training libraries, then run the job whose id and "
+                             "attempt arrive on stdin (the worker keeps one ready between jobs)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.standby:
         return run_standby()
-    if args.job_id:
-        return run_job(args.job_id)
+    if args.job_id and args.attempt is not None:
+        return run_job(args.job_id, args.attempt)
     if args.spec and args.out:
         return run_standalone(args.spec, args.out)
-    parser.error("give --job-id, or --spec and --out")
+    parser.error("give --job-id and --attempt, or --spec and --out")
     return 2
 
 
@@ -86,9 +88,10 @@ def run_standby() -> int:
 
     recipes()  # the task modules and their metric libraries (sacrebleu, rouge-score, seqeval)
 
-    job_id = sys.stdin.readline().strip()
-    if not job_id:  # the worker is shutting down: no job will come
+    assignment = sys.stdin.readline().split()
+    if not assignment:  # the worker is shutting down: no job will come
         return 0
+    job_id, attempt = assignment[0], int(assignment[1])
     log_path = LocalStorage(get_settings().storage_dir).job_log_path(job_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -96,10 +99,10 @@ def run_standby() -> int:
         sys.stderr.flush()
         os.dup2(log.fileno(), sys.stdout.fileno())
         os.dup2(log.fileno(), sys.stderr.fileno())
-    return run_job(job_id)
+    return run_job(job_id, attempt)
 
 
-def run_job(job_id: str) -> NoReturn:
+def run_job(job_id: str, attempt: int) -> NoReturn:
     from app.config import get_settings
     from app.db import make_engine, make_session_factory
     from app.storage import LocalStorage
@@ -111,7 +114,8 @@ def run_job(job_id: str) -> NoReturn:
     (work_dir / OUTCOME_FILE).unlink(missing_ok=True)
     engine = make_engine(settings.database_url)
     try:
-        outcome, code = _train_job(job_id, settings, make_session_factory(engine), storage)
+        outcome, code = _train_job(job_id, attempt, settings, make_session_factory(engine),
+                                   storage)
     finally:
         engine.dispose()
     _write_outcome(work_dir, outcome)
@@ -121,7 +125,7 @@ def run_job(job_id: str) -> NoReturn:
     os._exit(code)
 
 
-def _train_job(job_id: str, settings: Any, session_factory: Any,
+def _train_job(job_id: str, attempt: int, settings: Any, session_factory: Any,
                storage: Any) -> tuple[dict[str, Any], int]:
     from worker.catalog import resolve_model
     from worker.checkpoints import CheckpointKeeper, JobInterrupted, mark_resumed, resume_point
@@ -130,7 +134,8 @@ def _train_job(job_id: str, settings: Any, session_factory: Any,
     from worker.training.trainer import run_training
 
     work_dir = storage.job_work_dir(job_id)
-    reporter = DatabaseReporter(session_factory, job_id, settings.progress_interval_seconds)
+    reporter = DatabaseReporter(session_factory, job_id, attempt,
+                                settings.progress_interval_seconds)
     try:
         spec, files = _load_job(job_id, session_factory, storage)
         keeper = CheckpointKeeper(session_factory, job_id, work_dir / "checkpoints",

@@ -36,13 +36,14 @@ class StandbyTrainer:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=trainer_env(),
             start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL))
 
-    def take(self, job_id: str) -> subprocess.Popen[bytes] | None:
-        """The standby process, now running `job_id`; None when there is no live one."""
+    def take(self, job_id: str, attempt: int) -> subprocess.Popen[bytes] | None:
+        """The standby process, now running attempt `attempt` of `job_id`; None when there
+        is no live one."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None or process.stdin is None:
             return None
         try:
-            process.stdin.write(f"{job_id}\n".encode())
+            process.stdin.write(f"{job_id} {attempt}\n".encode())
             process.stdin.close()
         except BrokenPipeError:
             return None

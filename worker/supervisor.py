@@ -96,7 +96,7 @@ class JobSupervisor:
         (work_dir / OUTCOME_FILE).unlink(missing_ok=True)
         oom_kills_before = _oom_kill_count()
         started = time.monotonic()
-        child = self.standby.take(self.job_id) or self._spawn()
+        child = self.standby.take(self.job_id, lease.attempt) or self._spawn(lease.attempt)
         run = self._watch(child, lease)
         run.returncode = child.returncode
         run.runtime_seconds = time.monotonic() - started
@@ -106,11 +106,12 @@ class JobSupervisor:
                           and _oom_kill_count() > oom_kills_before)
         return run
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, attempt: int) -> subprocess.Popen[bytes]:
         with self.storage.job_log_path(self.job_id).open("ab") as log:
-            # Argv is sys.executable, a module, a job id.
+            # Argv is sys.executable, a module, a job id and a number.
             return subprocess.Popen(  # nosec B603
-                [sys.executable, "-m", "worker.runner", "--job-id", self.job_id],
+                [sys.executable, "-m", "worker.runner", "--job-id", self.job_id,
+                 "--attempt", str(attempt)],
                 stdout=log, stderr=subprocess.STDOUT, env=trainer_env(), start_new_session=True,
                 # A trainer whose worker is gone must not train beside the next attempt.
                 preexec_fn=die_with_parent(signal.SIGKILL))

@@ -2,7 +2,7 @@
 a spec stored at version 1, with a field removed since and with values a rule refuses today.
 
 Each case is a job row in a migrated SQLite database, trained by `python -m worker.runner
---job-id` on the tiny BERT of the test catalog, exactly as the worker starts it.
+--job-id ID --attempt 0` on the tiny BERT of the test catalog, as the worker starts it.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def test_a_job_stored_at_version_1_trains_and_succeeds(tmp_path: Path, model_cat
         engine.dispose()
 
     child = subprocess.run(  # nosec B603
-        [sys.executable, "-m", "worker.runner", "--job-id", job_id], cwd=ROOT,
+        [sys.executable, "-m", "worker.runner", "--job-id", job_id, "--attempt", "0"],
+        cwd=ROOT,
         env={**os.environ, "FT_DATABASE_URL": database_url,
              "FT_STORAGE_DIR": str(storage.root), "FT_MODELS_DIR": str(model_catalog)},
         capture_output=True, text=True, timeout=600, check=False)
