@@ -74,7 +74,7 @@ def _caller_for(request: Request, credentials: HTTPAuthorizationCredentials | No
                   identity=f"key:{key.id}")
 
 
-def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+async def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
     if not caller.admin:
         raise Forbidden("only an admin key can manage API keys", code="admin_required")
     return caller

@@ -51,7 +51,8 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
 async def _outside_the_pool(work: Callable[..., Any], *arguments: Any) -> None:
     # The session may hold a connection here: waiting for one of the routes' threads could
-    # wait for a thread that waits for this connection.
+    # wait for a thread that waits for this connection. A fresh limiter is no shared limit;
+    # this runs once per async route, after its work.
     with anyio.CancelScope(shield=True):
         await to_thread.run_sync(work, *arguments, limiter=anyio.CapacityLimiter(1))
 
@@ -87,11 +88,11 @@ def size_thread_pool(threads: int) -> None:
     to_thread.current_default_thread_limiter().total_tokens = threads
 
 
-def request_settings(request: Request) -> Settings:
+async def request_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_storage(request: Request) -> LocalStorage:
+async def get_storage(request: Request) -> LocalStorage:
     return request.app.state.storage
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -63,11 +64,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
+        # Readiness probes get a connection and threads of their own: they must neither
+        # take a connection from the routes nor pile up threads on a hung server.
+        app.state.probe_engine = make_engine(settings.database_url, 1)
+        app.state.probe_limiter = anyio.CapacityLimiter(2)
         app.state.storage = LocalStorage(settings.storage_dir)
         app.state.broker = Broker(settings)
         app.state.rate_limiter = make_rate_limiter(settings)
         yield
         engine.dispose()
+        app.state.probe_engine.dispose()
 
     app = FastAPI(title="Fine-tuning job service", version="0.1.0", lifespan=lifespan,
                   description="Submit fine-tuning jobs, follow them, download the models.")

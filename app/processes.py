@@ -24,7 +24,8 @@ def worker_command() -> list[str]:
         raise SystemExit(f"finetune: a worker needs the `worker` extra, which is not installed "
                          f"here (missing: {', '.join(missing)}); install it with "
                          'pip install "finetune-service[worker]"')
-    return [sys.executable, "-m", _WORKER_MODULE]
+    # -P: a folder named worker/ in the current directory must not stand in for the package.
+    return [sys.executable, "-P", "-m", _WORKER_MODULE]
 
 
 def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None]:

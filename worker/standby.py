@@ -1,4 +1,4 @@
-"""A trainer process started ahead of time, its imports done, waiting for a job id.
+"""A trainer process started ahead of time, its imports done, waiting for a job id and attempt.
 
 Importing torch, transformers and datasets takes about ten seconds on a small machine; the
 worker pays it between jobs instead of at the start of each one.

@@ -31,6 +31,7 @@ from app.config import Settings
 from app.db import transaction
 from app.error_codes import is_retryable
 from app.jobs import lifecycle
+from app.jobs.spec import SPEC_VERSION
 from app.models import Artifact, Job, JobStatus
 from app.processes import die_with_parent
 from app.storage import LocalStorage
@@ -76,6 +77,12 @@ class JobSupervisor:
         self.status_checked_at = 0.0
 
     def run(self) -> None:
+        job = self._job()
+        if job is not None and job.spec_version > SPEC_VERSION:
+            # Left queued: an up-to-date worker's reaper sends it again.
+            logger.warning("job %s: its spec (version %s) is newer than this worker reads; "
+                           "left for an up-to-date worker", self.job_id, job.spec_version)
+            return
         with transaction(self.session_factory) as session:
             lease = lifecycle.claim(session, self.job_id, self.owner, socket.gethostname(),
                                     self.settings.lease_seconds)

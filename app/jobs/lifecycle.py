@@ -96,10 +96,13 @@ EDGES = {edge.name: edge for edge in (
          sets=("runtime_seconds", "finished_at"), clears=LEASE, guard=_HOLDER),
     Edge("interrupt", (RUNNING,), QUEUED, ("interrupted",),
          sets=("runtime_seconds", "enqueued_at"), clears=_REQUEUED, guard=_HOLDER),
-    Edge("retry", LEASED, QUEUED, ("attempt_failed", "retrying"),
+    Edge("retry", (RUNNING,), QUEUED, ("attempt_failed", "retrying"),
          sets=("runtime_seconds", "enqueued_at"), clears=_REQUEUED, guard=_HOLDER),
-    Edge("give up", LEASED, FAILED, ("attempt_failed", "failed"),
+    Edge("give up", (RUNNING,), FAILED, ("attempt_failed", "failed"),
          sets=(*ERROR, "runtime_seconds", "finished_at"), clears=LEASE, guard=_HOLDER),
+    # A failed attempt of a job whose cancel was requested is not retried: the user asked.
+    Edge("retry, cancelled", (CANCELLING,), CANCELLED, ("attempt_failed", "cancelled"),
+         sets=("runtime_seconds", "finished_at"), clears=LEASE, guard=_HOLDER),
     Edge("take back", (RUNNING,), QUEUED, ("lease_expired", "retrying"),
          sets=("enqueued_at",), clears=_REQUEUED, guard=_EXPIRED),
     Edge("take back, give up", (RUNNING,), FAILED, ("lease_expired", "failed"),
@@ -241,8 +244,13 @@ def retry(session: Session, lease: Lease, *, outcome: str, code: str, message: s
     if job is None:
         return False
     failed = (message, {"attempt": lease.attempt, "code": code, "log_tail": log_tail})
-    return _retry_or_give_up(session, job, lease, outcome, code, message, failed,
-                             (EDGES["retry"], EDGES["give up"]), runtime_seconds, enqueue)
+    # A cancel may land between the read above and the move: then the cancelled edge applies.
+    return ((job.status == RUNNING
+             and _retry_or_give_up(session, job, lease, outcome, code, message, failed,
+                                   (EDGES["retry"], EDGES["give up"]), runtime_seconds,
+                                   enqueue))
+            or _end(session, EDGES["retry, cancelled"], lease, outcome, runtime_seconds,
+                    failed, ("Job cancelled", {}), error_code=code))
 
 
 def take_back(session: Session, job: Job, enqueue: Enqueue) -> bool:

@@ -9,20 +9,24 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.jobs import lifecycle
-from app.jobs.spec import JobSpec
+from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.models import Job, utcnow
 
 
 def reap(session: Session, *, resend_after_seconds: float, enqueue: lifecycle.Enqueue) -> None:
     """Take back jobs whose lease expired, fail queued jobs past their max_queue_seconds, and
-    send again queued jobs that no worker has started for resend_after_seconds."""
+    send again queued jobs that no worker has started for resend_after_seconds.
+
+    A job whose spec is newer than this release reads (a rolling deploy) is left to the
+    reapers of up-to-date workers."""
     now = utcnow()
+    readable = Job.spec_version <= SPEC_VERSION
     expired = session.scalars(select(Job).where(
-        Job.status.in_(lifecycle.LEASED), Job.lease_expires_at < now)).all()
+        Job.status.in_(lifecycle.LEASED), Job.lease_expires_at < now, readable)).all()
     for job in expired:
         lifecycle.take_back(session, job, enqueue)
     stale = now - timedelta(seconds=resend_after_seconds)
-    queued = (select(Job).where(Job.status == lifecycle.QUEUED)
+    queued = (select(Job).where(Job.status == lifecycle.QUEUED, readable)
               .execution_options(populate_existing=True))
     for job in session.scalars(queued).all():
         max_queue = JobSpec.from_stored(job.spec, job.spec_version).max_queue_seconds

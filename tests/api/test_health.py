@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.db import make_engine
 from app.main import create_app
 from tests.api.helpers import assert_error, job_spec, sentiment_dataset
 from tests.conftest import create_key
@@ -49,3 +50,12 @@ def test_dead_broker(api_with_dead_broker: TestClient, tmp_path: Path) -> None:
     # The job was committed before the send: it is kept, queued, for a later send.
     job_id = error["message"].split()[1]
     assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+
+
+def test_readiness_names_an_unreachable_database(api: TestClient) -> None:
+    # Nothing listens on port 1: the probe's own connection is refused.
+    api.app.state.probe_engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    ready = api.get("/readyz")
+    assert_error(ready, 503, "not_ready")
+    assert ready.json()["error"]["message"].startswith("database: OperationalError")
+    assert api.get("/healthz").json() == {"status": "ok"}

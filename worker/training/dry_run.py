@@ -204,7 +204,7 @@ def _token_report(spec: JobSpec, train: Dataset, tokenizer: PreTrainedTokenizerB
         range(min(TOKEN_SAMPLE_ROWS, len(train))))
     lengths = _untruncated_lengths(spec, sample, tokenizer)
     # Packed language modelling cuts its token stream into blocks: nothing is truncated.
-    packed = spec.task == "causal-lm" and not spec.dataset.prompt_column
+    packed = recipe_for(spec).packs_tokens(spec)
     return {"sample_rows": len(sample), "max_seq_length": limit,
             "rows": _stats(lengths) if lengths is not None else None,
             "truncated_share": (None if lengths is None

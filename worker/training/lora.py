@@ -7,6 +7,7 @@ adapter merged into the weights (a plain model for `from_pretrained` and `pipeli
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
@@ -16,29 +17,31 @@ from app.jobs.spec import JobSpec, Lora
 from worker.training.errors import InvalidSpec
 
 ADAPTER_FOLDER = "adapter"
-# peft knows the heads of these tasks and keeps them trainable; masked-lm has no task type,
-# and its prediction head is among the linear layers LoRA adapts.
-_TASK_TYPES = {"text-classification": TaskType.SEQ_CLS, "text-regression": TaskType.SEQ_CLS,
-               "token-classification": TaskType.TOKEN_CLS, "seq2seq": TaskType.SEQ_2_SEQ_LM,
-               "causal-lm": TaskType.CAUSAL_LM}
-# Heads kept trainable by name instead: peft's QUESTION_ANS model drops token_type_ids on
-# the way to the model, so BERT would train without knowing question from context.
-_HEADS_BY_NAME = {"question-answering": ["qa_outputs"]}
 # The heads at the top of a classifier or QA model, which train in full (`modules_to_save`):
 # "every linear layer" must leave them and their inner layers out, or the two collide.
 _HEADS = r"(classifier|score|qa_outputs)(\..+)?"
-_TASKS_WITH_HEADS = ("text-classification", "text-regression", "token-classification",
-                     "question-answering")
 
 
-def with_lora(model: PreTrainedModel, lora: Lora, spec: JobSpec) -> PeftModel:
+@dataclass(frozen=True)
+class LoraHead:
+    """How LoRA treats a task's head; each task's recipe says."""
+
+    # peft's task type: peft then knows the head and keeps it trainable. None: peft has
+    # none (masked-lm's prediction head is among the linear layers LoRA adapts).
+    peft_task_type: TaskType | None = None
+    # Heads kept trainable by name instead, where peft's task type does not fit.
+    trained_in_full: tuple[str, ...] = ()
+    # The model has a head at its top that "every linear layer" must leave out.
+    has_head: bool = False
+
+
+def with_lora(model: PreTrainedModel, lora: Lora, spec: JobSpec, head: LoraHead) -> PeftModel:
     every_linear_layer = lora.target_modules is None
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_modules or "all-linear",
-                        exclude_modules=(_HEADS if every_linear_layer
-                                         and spec.task in _TASKS_WITH_HEADS else None),
-                        task_type=_TASK_TYPES.get(spec.task),
-                        modules_to_save=_HEADS_BY_NAME.get(spec.task))
+                        exclude_modules=_HEADS if every_linear_layer and head.has_head else None,
+                        task_type=head.peft_task_type,
+                        modules_to_save=list(head.trained_in_full) or None)
     try:
         adapted = get_peft_model(model, config)
     except ValueError as exc:  # a target module name that the model does not have

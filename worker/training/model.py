@@ -106,7 +106,7 @@ def build_model(spec: JobSpec, model_source: str, label_names: list[str], *,
     freeze(model, spec.freeze, spec.model)
     if spec.lora is not None:
         with _placement(load_weights):
-            model = with_lora(model, spec.lora, spec)
+            model = with_lora(model, spec.lora, spec, recipe.lora)
     return BuiltModel(tokenizer, model, built_config, architecture, count_parameters(model))
 
 

@@ -8,7 +8,8 @@ the model class and head, how batches are collated, how the task is scored, and 
 `transformers.pipeline` that loads its model.
 
 Adding a task touches its declaration (a module in app/jobs/tasks/, named in DECLARATIONS
-there), its recipe (a module here, named in `recipes()`) and its tests; app/jobs/spec.py only
+there), its recipe (a module here, named in `recipes()`; it also says how LoRA treats the
+task's head) and its tests; app/jobs/spec.py only
 where the task brings spec fields of its own, or a default metric for the best model that
 the description of evaluation.metric_for_best_model does not name yet.
 tests/training/test_task_declarations.py checks that each declared task has a recipe and each
@@ -36,6 +37,7 @@ from transformers import (
 from app.jobs.spec import JobSpec
 from app.jobs.tasks.declaration import TaskDeclaration
 from worker.training.data import PreparedData, tokenize_splits
+from worker.training.lora import LoraHead
 from worker.training.metrics import Metrics
 
 
@@ -85,6 +87,10 @@ class TaskRecipe:
     check_model: Callable[[PretrainedConfig, JobSpec], None] = lambda _config, _spec: None
     # Readies the trained model for saving (its generation settings, say).
     finish: Callable[[PreTrainedModel, JobSpec], None] = lambda _model, _spec: None
+    # How LoRA treats the task's head.
+    lora: LoraHead = LoraHead()
+    # Whether training packs the token stream into blocks (nothing is then truncated).
+    packs_tokens: Callable[[JobSpec], bool] = lambda _spec: False
     # The Trainer, its arguments and the task's own arguments (generation settings, say).
     trainer_class: type[Trainer] = Trainer
     arguments_class: type[TrainingArguments] = TrainingArguments

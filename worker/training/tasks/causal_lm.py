@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from peft import TaskType
 from transformers import (
     AutoModelForCausalLM,
     DataCollatorForSeq2Seq,
@@ -29,6 +30,7 @@ from app.jobs.tasks.causal_lm import TASK
 from worker.training.data import PreparedData, model_length
 from worker.training.errors import DatasetInvalid, InvalidSpec
 from worker.training.labels import LABELS
+from worker.training.lora import LoraHead
 from worker.training.metrics import perplexity
 from worker.training.tasks import TaskRecipe
 
@@ -209,4 +211,6 @@ RECIPE = TaskRecipe(task=TASK, model_class=AutoModelForCausalLM, pipeline="text-
                     head=lambda _: {}, collator=collator,
                     models_hint="Use a GPT-style model (GPT-2, Llama, Qwen, ...); BERT-style "
                                 "models learn with masked-lm.", derived_metrics=perplexity,
-                    tokenize=tokenize, samples=samples, check_model=check_model)
+                    tokenize=tokenize, samples=samples, check_model=check_model,
+                    lora=LoraHead(TaskType.CAUSAL_LM),
+                    packs_tokens=lambda spec: not spec.dataset.prompt_column)

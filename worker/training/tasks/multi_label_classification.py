@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from peft import TaskType
 from transformers import AutoModelForSequenceClassification, EvalPrediction
 
 from app.jobs.tasks.text_classification import TASK
+from worker.training.lora import LoraHead
 from worker.training.metrics import Metrics, model_outputs, multi_label_metrics, multi_label_report
 from worker.training.tasks import ENCODER_HINT, Evaluated, TaskRecipe, labelled_head, padded_batches
 
@@ -27,4 +29,5 @@ RECIPE = TaskRecipe(
     head=lambda names: labelled_head(names, "multi_label_classification"),
     models_hint=ENCODER_HINT, collator=padded_batches, metrics=metrics,
     class_report=lambda outputs, labels, names, spec: multi_label_report(
-        outputs, labels, names, spec.hyperparameters.multi_label_threshold))
+        outputs, labels, names, spec.hyperparameters.multi_label_threshold),
+    lora=LoraHead(TaskType.SEQ_CLS, has_head=True))

@@ -24,6 +24,7 @@ from app.jobs.spec import JobSpec
 from app.jobs.tasks.question_answering import TASK
 from worker.training.data import PreparedData, model_length
 from worker.training.errors import DatasetInvalid, InvalidSpec
+from worker.training.lora import LoraHead
 from worker.training.metrics import Metrics
 from worker.training.tasks import ENCODER_HINT, Evaluated, TaskRecipe, padded_batches
 
@@ -222,4 +223,7 @@ def metrics(evaluated: Evaluated) -> Callable[[EvalPrediction], Metrics]:
 RECIPE = TaskRecipe(
     task=TASK, model_class=AutoModelForQuestionAnswering, pipeline=None, head=lambda _: {},
     models_hint=f"{ENCODER_HINT} Its tokenizer must be a fast one.", collator=padded_batches,
-    metrics=metrics, tokenize=tokenize)
+    metrics=metrics, tokenize=tokenize,
+    # peft's QUESTION_ANS model drops token_type_ids on the way to the model, so BERT
+    # would not know question from context: the head is kept trainable by name.
+    lora=LoraHead(trained_in_full=("qa_outputs",), has_head=True))

@@ -17,6 +17,7 @@ import numpy as np
 import sacrebleu
 import torch
 from datasets import Dataset
+from peft import TaskType
 from rouge_score import rouge_scorer
 from transformers import (
     AutoModelForSeq2SeqLM,
@@ -32,6 +33,7 @@ from app.jobs.spec import JobSpec
 from app.jobs.tasks.seq2seq import TASK
 from worker.training.data import PreparedData, model_length
 from worker.training.labels import LABELS
+from worker.training.lora import LoraHead
 from worker.training.metrics import Metrics
 from worker.training.tasks import Evaluated, TaskRecipe
 
@@ -136,4 +138,5 @@ RECIPE = TaskRecipe(
     models_hint="Use an encoder-decoder such as T5, BART, mBART or Marian.",
     metrics=metrics, tokenize=tokenize, samples=samples, finish=finish,
     trainer_class=Seq2SeqTrainer,
-    arguments_class=Seq2SeqTrainingArguments, arguments=_generation_arguments)
+    arguments_class=Seq2SeqTrainingArguments, arguments=_generation_arguments,
+    lora=LoraHead(TaskType.SEQ_2_SEQ_LM))

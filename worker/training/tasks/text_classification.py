@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from peft import TaskType
 from transformers import AutoModelForSequenceClassification, EvalPrediction
 
 from app.jobs.tasks.text_classification import TASK
+from worker.training.lora import LoraHead
 from worker.training.metrics import (
     Metrics,
     classification_metrics,
@@ -26,4 +28,5 @@ RECIPE = TaskRecipe(task=TASK, model_class=AutoModelForSequenceClassification,
                     models_hint=ENCODER_HINT, collator=padded_batches,
                     metrics=lambda _: compute_metrics,
                     class_report=lambda outputs, labels, names, _: per_class_report(
-                        outputs, labels, names))
+                        outputs, labels, names),
+                    lora=LoraHead(TaskType.SEQ_CLS, has_head=True))

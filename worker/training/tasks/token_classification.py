@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
+from peft import TaskType
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.metrics import classification_report as sklearn_report
@@ -28,6 +29,7 @@ from app.jobs.tasks.token_classification import TASK
 from worker.training.data import PreparedData, model_length
 from worker.training.errors import InvalidSpec
 from worker.training.labels import LABELS
+from worker.training.lora import LoraHead
 from worker.training.metrics import Metrics, model_outputs
 from worker.training.tasks import Evaluated, TaskRecipe, labelled_head
 
@@ -122,4 +124,5 @@ RECIPE = TaskRecipe(
     metrics=metrics, class_report=report, tokenize=tokenize,
     # Byte-level BPE (RoBERTa, GPT-2) marks a word's start with its leading space; words
     # handed over one by one must get it too, as they would in running text.
-    tokenizer_options={"add_prefix_space": True})
+    tokenizer_options={"add_prefix_space": True},
+    lora=LoraHead(TaskType.TOKEN_CLS, has_head=True))
