@@ -18,7 +18,14 @@ from transformers import (
     pipeline,
 )
 
-from tests.factories import entity_rows, qa_rows, sentiment_rows, seq2seq_rows, write_rows
+from tests.factories import (
+    entity_rows,
+    qa_rows,
+    sentiment_rows,
+    seq2seq_rows,
+    write_rows,
+    write_tiny_bert,
+)
 from tests.training.helpers import RecordingSink, data_files, make_spec
 from worker.training.errors import InvalidSpec
 from worker.training.trainer import run_training
@@ -129,3 +136,19 @@ def test_unknown_target_modules_are_named(tmp_path: Path, tiny_bert: Path,
     spec = make_spec(lora={"target_modules": ["no_such_layer"]})
     with pytest.raises(InvalidSpec, match="LoRA cannot adapt"):
         run_training(spec, data_files(train), str(tiny_bert), tmp_path / "out", events=sink)
+
+
+def test_distilbert_classifier_keeps_its_two_layer_head(tmp_path: Path,
+                                                         sink: RecordingSink) -> None:
+    # DistilBERT's head is pre_classifier then classifier: LoRA must adapt neither, and
+    # peft trains both in full (it matches module names by their ending, "classifier").
+    base_dir = write_tiny_bert(tmp_path / "distilbert", family="distilbert")
+    spec = make_spec("text-classification", model="tiny-distilbert", lora={"r": 4},
+                     hyperparameters={"max_steps": 4, "learning_rate": 1e-2})
+    run_training(spec, data_files(write_rows(tmp_path / "train.jsonl", sentiment_rows(40))),
+                 str(base_dir), tmp_path / "out", events=sink)
+
+    [loaded] = sink.data_of("model_loaded")
+    assert loaded["lora"] and 0 < loaded["trainable_share"] < 0.5
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "model")
+    assert merged.config.num_labels == 2

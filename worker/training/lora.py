@@ -19,7 +19,9 @@ from worker.training.errors import InvalidSpec
 ADAPTER_FOLDER = "adapter"
 # The heads at the top of a classifier or QA model, which train in full (`modules_to_save`):
 # "every linear layer" must leave them and their inner layers out, or the two collide.
-_HEADS = r"(classifier|score|qa_outputs)(\..+)?"
+# DistilBERT's head has a pre_classifier layer, which peft's "classifier" (matched by the
+# name's ending) also trains in full.
+_HEADS = r"(pre_classifier|classifier|score|qa_outputs)(\..+)?"
 
 
 @dataclass(frozen=True)
