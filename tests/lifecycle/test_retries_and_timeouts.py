@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from app.jobs import lifecycle, reaper
+from app.jobs.spec import SPEC_VERSION
 from app.models import Job, JobAttempt, JobStatus
 from tests.lifecycle.conftest import Jobs
 
@@ -130,3 +131,16 @@ def test_the_runtime_budget_is_what_the_earlier_attempts_left(jobs: Jobs) -> Non
     job = jobs.get(lease.job_id)
     assert lifecycle.runtime_left(job, max_job_seconds=3600) == 70
     assert lifecycle.runtime_left(job, max_job_seconds=50) == 20  # the server's cap
+
+
+def test_the_reaper_leaves_jobs_of_a_newer_spec_to_up_to_date_workers(jobs: Jobs) -> None:
+    # Stored by a newer release during a rolling deploy: this release cannot read the spec.
+    lease, queued = jobs.running(), jobs.submit()
+    jobs.expire_lease(lease.job_id)
+    jobs.age(queued, 120)
+    jobs.do(lambda session: session.execute(
+        update(Job).values(spec_version=SPEC_VERSION + 1)))
+    jobs.sent.clear()
+    reap(jobs, resend_after_seconds=60)
+    assert jobs.get(lease.job_id).status == JobStatus.RUNNING
+    assert jobs.get(queued).status == JobStatus.QUEUED and jobs.sent == []
