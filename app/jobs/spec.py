@@ -35,6 +35,9 @@ Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
 ]
 EvalStrategy = Literal["no", "steps", "epoch"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
+Quantization = Literal["none", "8bit", "4bit"]
 
 # A catalog name or a Hub id: path segments of letters, digits, '-', '_', '.', never '..',
 # never absolute, never a URL.
@@ -245,6 +248,38 @@ class Lora(_Strict):
                                               pattern=r"^[A-Za-z0-9_.]+$")]] | None = Field(
         default=None, max_length=64,
         description="Names of the layers to adapt; default: every linear layer of the backbone")
+    quantization: Quantization = Field(
+        default="none",
+        description="Load the base model's weights quantized and frozen (QLoRA) with "
+                    "bitsandbytes: '8bit' (LLM.int8) or '4bit' (NF4, double quantization, "
+                    "bf16 compute); the adapters and the head train in full precision")
+
+
+class Compute(_Strict):
+    """How the job runs on the worker's hardware, apart from what it learns. 'auto' values are
+    resolved by the worker for its hardware; the job's attempts and events say what they
+    became."""
+
+    precision: Precision = Field(
+        default="auto",
+        description="'auto': bf16 on CUDA GPUs that have it, else fp16 with loss scaling on "
+                    "CUDA (and TF32 matmuls where the GPU has them), bf16 autocast on CPUs "
+                    "with native bf16 (avx512_bf16 or AMX), else fp32")
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in the backward pass: less memory, "
+                                   "about 20% slower")
+    attention: Attention = Field(
+        default="auto", description="'auto': flash_attention_2 where installed and the model "
+                                    "has it on a GPU, else sdpa where the model has it, else "
+                                    "eager")
+    compile: bool = Field(default=False, description="torch.compile the model")
+    length_grouping: Literal["auto"] | bool = Field(
+        default="auto", description="Batch rows of similar length together, so that a batch "
+                                    "pads less; 'auto': on for tasks whose rows vary in length")
+    packing: Literal["auto"] | bool = Field(
+        default="auto", description="causal-lm with prompt/completion or chat rows: "
+                                    "padding-free packing of rows into one sequence per batch; "
+                                    "'auto': on where the model's attention supports it")
 
 
 class Evaluation(_Strict):
@@ -275,17 +310,25 @@ class EarlyStopping(_Strict):
 # an older spec runs, a field's bounds narrowed) raises it and adds the step from the previous
 # version to _UPGRADES. A field removed or added with a neutral default, or a cross-field rule
 # tightened, needs no step: from_stored ignores unknown fields and does not run those rules.
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 
 
 def _same_fields(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _trained_as_before_compute(spec: dict[str, Any]) -> dict[str, Any]:
+    # Before the compute section, every job trained in fp32 without length grouping or
+    # packing; a job queued then runs as it was submitted.
+    return {**spec, "compute": {"precision": "fp32", "length_grouping": False,
+                                "packing": False}}
+
+
 # How a stored spec of version N becomes one of version N + 1, by N.
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     # Version 1: specs stored before their version was; version 2 has the same fields.
     1: _same_fields,
+    2: _trained_as_before_compute,
 }
 
 
@@ -297,6 +340,7 @@ class JobSpec(_Strict):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     freeze: Freeze = Field(default_factory=Freeze)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    compute: Compute = Field(default_factory=Compute)
     lora: Lora | None = Field(
         default=None, description="Train low-rank adapters (LoRA) instead of the whole "
                                   "backbone; the task head still trains")
