@@ -63,6 +63,11 @@ class Settings(BaseSettings):
                                                   "checkpoint_steps: the most work a crash loses")
     progress_interval_seconds: float = Field(default=2.0, ge=0.0,
                                              description="Least time between progress writes")
+    trainer_memory_bytes: int | None = Field(
+        default=None, ge=64 * 1024**2,
+        description="Most resident memory (RSS, all its processes) a job's trainer may use; "
+                    "past it the worker kills the trainer as the kernel's OOM killer would, and "
+                    "the job resumes with a smaller batch. Default: no cap")
     cancel_grace_seconds: float = Field(default=30.0, ge=0.0,
                                         description="Time a cancelled job gets to stop by itself "
                                                     "before its process group is signalled")

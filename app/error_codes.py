@@ -38,10 +38,20 @@ _CODES = [
                  "a pickle runs its code), and upload the model with its model.safetensors."),
     JobErrorCode("invalid_spec", "the spec does not fit the model (e.g. more frozen layers "
                  "than it has)", False, "Change the spec as the message says."),
+    JobErrorCode("quantization_unavailable", "lora.quantization asks for a quantized base "
+                 "(QLoRA) that this worker cannot run: bitsandbytes is missing or has no "
+                 "backend for its device, or the model has no linear layers in repeated "
+                 "blocks to quantize", False,
+                 "Set lora.quantization to 'none' (plain LoRA), or run the job on a worker "
+                 "with bitsandbytes 0.47 or later installed (the worker extra has it)."),
     JobErrorCode("out_of_memory", "the trainer ran out of host or GPU memory, or the kernel's "
-                 "OOM killer stopped it", True,
-                 "Lower hyperparameters.batch_size or max_seq_length, raise "
-                 "gradient_accumulation_steps to keep the effective batch, or freeze layers."),
+                 "OOM killer or the worker's memory cap stopped it; each such attempt is "
+                 "followed by one with half the batch and twice the gradient accumulation, then "
+                 "gradient checkpointing, and the job fails with this code only when nothing "
+                 "is left to shrink", True,
+                 "The job does not fit even at batch_size 1 with gradient checkpointing: use "
+                 "LoRA, a 4-bit base (lora.quantization), a shorter max_seq_length or a worker "
+                 "with more memory; POST /v1/jobs/validate estimates the memory a spec needs."),
     JobErrorCode("training_failed", "an unexpected error in training; the message names it",
                  False, "Check the job's events for the failing step; fix the spec or data and "
                  "submit again."),

@@ -241,6 +241,10 @@ class JobAttempt(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)
     last_step: Mapped[int] = mapped_column(Integer, default=0)
+    # What it trained with: per-device batch_size, gradient_accumulation_steps and
+    # gradient_checkpointing (set at its start: an out-of-memory attempt's successor shrinks
+    # them), and `compute`, the precision and attention the trainer resolved.
+    settings: Mapped[dict[str, Any] | None] = mapped_column()
 
 
 class Checkpoint(Base):

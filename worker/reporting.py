@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from app.db import transaction
-from app.jobs import lifecycle
+from app.jobs import attempt_settings, lifecycle
 from app.models import JobStatus, MetricPoint
 
 logger = logging.getLogger("finetune.trainer")
@@ -53,6 +53,9 @@ class DatabaseReporter(TrainerCallback):
         try:
             with transaction(self.session_factory) as session:
                 lifecycle.add_event(session, self.job_id, kind, message, data)
+                if kind == "model_loaded" and data and "compute" in data:
+                    attempt_settings.record_compute(session, self.job_id, self.attempt,
+                                                    data["compute"])
         except SQLAlchemyError:  # reporting is best-effort: training goes on without it
             logger.warning("could not record event %s: database unreachable", kind)
 

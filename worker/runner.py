@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 OUTCOME_FILE = "outcome.json"
+# torch's CPU allocator raises a plain RuntimeError with this when the host has no memory
+# left for a tensor (a strict overcommit policy, an address-space limit).
+_CPU_ALLOCATION_FAILED = "DefaultCPUAllocator: can't allocate memory"
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
 EXIT_INTERRUPTED = 4
@@ -137,7 +140,7 @@ def _train_job(job_id: str, attempt: int, settings: Any, session_factory: Any,
     reporter = DatabaseReporter(session_factory, job_id, attempt,
                                 settings.progress_interval_seconds)
     try:
-        spec, files = _load_job(job_id, session_factory, storage)
+        spec, files = _load_job(job_id, attempt, session_factory, storage)
         keeper = CheckpointKeeper(session_factory, job_id, work_dir / "checkpoints",
                                   None if spec.checkpoint_steps else settings.checkpoint_seconds)
         # A deploy's or a timeout's SIGTERM: save a checkpoint at the end of this step, stop.
@@ -156,8 +159,9 @@ def _train_job(job_id: str, attempt: int, settings: Any, session_factory: Any,
             return {"status": "cancelled"}, EXIT_CANCELLED
         if isinstance(exc, JobInterrupted):
             return {"status": "interrupted"}, EXIT_INTERRUPTED
-        if isinstance(exc, MemoryError):
-            exc = OutOfMemory("the trainer ran out of memory")
+        if isinstance(exc, MemoryError) or _CPU_ALLOCATION_FAILED in str(exc):
+            exc = OutOfMemory(f"the trainer ran out of host memory ({type(exc).__name__}: "
+                              f"{str(exc)[:300]})")
         if not isinstance(exc, TrainingError):
             traceback.print_exc()
             exc = TrainingError(f"training failed: {type(exc).__name__}: {exc}")
@@ -165,8 +169,11 @@ def _train_job(job_id: str, attempt: int, settings: Any, session_factory: Any,
                 "hint": exc.hint}, EXIT_FAILED
 
 
-def _load_job(job_id: str, session_factory: Any, storage: Any) -> tuple[Any, Any]:
-    """The job's spec and the files of its datasets."""
+def _load_job(job_id: str, attempt: int, session_factory: Any,
+              storage: Any) -> tuple[Any, Any]:
+    """The job's spec, with the settings its attempt trains with, and the files of its
+    datasets."""
+    from app.jobs import attempt_settings
     from app.jobs.spec import JobSpec
     from app.models import Job
     from worker.training.errors import TrainingError
@@ -176,6 +183,7 @@ def _load_job(job_id: str, session_factory: Any, storage: Any) -> tuple[Any, Any
         if job is None:
             raise TrainingError(f"job {job_id} is not in the database")
         spec = JobSpec.from_stored(job.spec, job.spec_version)
+        spec = attempt_settings.of_attempt(session, job, attempt).applied_to(spec)
         return spec, data_files(session, spec, storage)
 
 

@@ -35,6 +35,7 @@ from app.jobs.spec import SPEC_VERSION
 from app.models import Artifact, Job, JobStatus
 from app.processes import die_with_parent
 from app.storage import LocalStorage
+from worker.memory_cap import gib, group_memory_bytes
 from worker.runner import OUTCOME_FILE
 from worker.standby import StandbyTrainer, trainer_env
 
@@ -59,6 +60,8 @@ class TrainerRun:
     timed_out: bool = False
     lease_lost: bool = False
     oom_killed: bool = False
+    # The memory the trainer held when the worker killed it for going over its cap.
+    over_memory_cap: int | None = None
     runtime_seconds: float = 0.0
 
 
@@ -128,7 +131,7 @@ class JobSupervisor:
 
         A stop is SIGTERM to the child's group (the trainer saves a checkpoint and exits),
         then SIGKILL if it has not exited in time. A lost lease kills it at once: another
-        worker owns the job now.
+        worker owns the job now; so does memory over FT_TRAINER_MEMORY_BYTES.
         """
         run = TrainerRun()
         budget = self._runtime_budget()
@@ -138,6 +141,7 @@ class JobSupervisor:
         while child.poll() is None:
             time.sleep(POLL_SECONDS)
             now = time.monotonic()
+            self._cap_memory(child, run)
             if now - last_renewal >= self.settings.lease_seconds / 4:
                 renewed = self._renew(lease)
                 if renewed is False:
@@ -154,6 +158,17 @@ class JobSupervisor:
             elif term_sent_at is not None and now - term_sent_at > KILL_AFTER_TERM_SECONDS:
                 _signal_group(child, signal.SIGKILL)
         return run
+
+    def _cap_memory(self, child: subprocess.Popen[bytes], run: TrainerRun) -> None:
+        cap = self.settings.trainer_memory_bytes
+        if cap is None or run.over_memory_cap is not None:
+            return
+        used = group_memory_bytes(child.pid)
+        if used > cap:
+            logger.warning("job %s: the trainer holds %s, over the cap of %s; killing it",
+                           self.job_id, gib(used), gib(cap))
+            run.over_memory_cap = used
+            _signal_group(child, signal.SIGKILL)
 
     def _stop_time(self, run: TrainerRun, now: float, started: float,
                    budget: float) -> float | None:
@@ -228,6 +243,11 @@ class JobSupervisor:
         tail = _log_tail(self.storage.job_log_path(self.job_id))
         if outcome.get("status") == "failed":  # a retryable failure the trainer reported
             kind, code, message = outcome["code"], outcome["code"], outcome["message"]
+        elif run.over_memory_cap is not None:
+            kind, code = "out_of_memory", "out_of_memory"
+            message = (f"the trainer process used {gib(run.over_memory_cap)} of memory, over "
+                       f"this worker's cap of {gib(self.settings.trainer_memory_bytes or 0)} "
+                       "(FT_TRAINER_MEMORY_BYTES), and was killed")
         elif run.oom_killed:
             kind, code = "out_of_memory", "out_of_memory"
             message = "the trainer process was killed by the kernel's out-of-memory killer"

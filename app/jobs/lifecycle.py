@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 
 from app.db import after_commit
 from app.error_codes import hint_for
+from app.jobs import attempt_settings
+from app.jobs.attempt_settings import OUT_OF_MEMORY
 from app.jobs.spec import JobSpec
 from app.models import Job, JobAttempt, JobEvent, JobStatus, utcnow
 
@@ -33,9 +35,10 @@ ACTIVE = (QUEUED, RUNNING, CANCELLING)
 LEASED = (RUNNING, CANCELLING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 
-# Outcomes that use up one of the job's max_attempts; an interrupted attempt (a worker's
-# shutdown) does not: a deploy must never fail a job.
-COUNTED_OUTCOMES = ("crashed", "killed", "out_of_memory", "lease_expired")
+# Outcomes that use up one of the job's max_attempts. An interrupted attempt (a worker's
+# shutdown) does not: a deploy must never fail a job. Nor does an out-of-memory one: its
+# successor shrinks the batch, and the shrinking ends by itself (attempt_settings.py).
+COUNTED_OUTCOMES = ("crashed", "killed", "lease_expired")
 
 
 class Guard(StrEnum):
@@ -153,6 +156,7 @@ def claim(session: Session, job_id: str, owner: str, host: str,
     if job is None:
         return None
     now, number = utcnow(), job.attempt + 1
+    settings = attempt_settings.for_next_attempt(session, job)
     # The attempt read above is part of the condition: a claim in between makes this one lose.
     if not _move(session, EDGES["claim"], job_id,
                  (f"Attempt {number} started on {host}", {"attempt": number, "worker": host}),
@@ -160,7 +164,8 @@ def claim(session: Session, job_id: str, owner: str, host: str,
                  lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
                  started_at=job.started_at or now):
         return None
-    session.add(JobAttempt(job_id=job_id, number=number, worker=host, started_at=now))
+    session.add(JobAttempt(job_id=job_id, number=number, worker=host, started_at=now,
+                           settings=settings.stored()))
     session.flush()
     return Lease(job_id, owner, number)
 
@@ -239,16 +244,22 @@ def interrupt(session: Session, lease: Lease, runtime_seconds: float,
 def retry(session: Session, lease: Lease, *, outcome: str, code: str, message: str,
           runtime_seconds: float, log_tail: list[str], enqueue: Enqueue) -> bool:
     """An attempt failed in a way another attempt may fix: queued again, or failed with
-    too_many_attempts once max_attempts are used up."""
+    too_many_attempts once max_attempts are used up. Out of memory: queued again with
+    smaller settings, or failed out_of_memory when nothing is left to shrink."""
     job = session.get(Job, lease.job_id, populate_existing=True)
     if job is None:
         return False
     failed = (message, {"attempt": lease.attempt, "code": code, "log_tail": log_tail})
+    if job.status != RUNNING:
+        retried = False
+    elif outcome == OUT_OF_MEMORY:
+        retried = _retry_smaller(session, job, lease, message, failed, runtime_seconds, enqueue)
+    else:
+        retried = _retry_or_give_up(session, job, lease, outcome, code, message, failed,
+                                    (EDGES["retry"], EDGES["give up"]), runtime_seconds,
+                                    enqueue)
     # A cancel may land between the read above and the move: then the cancelled edge applies.
-    return ((job.status == RUNNING
-             and _retry_or_give_up(session, job, lease, outcome, code, message, failed,
-                                   (EDGES["retry"], EDGES["give up"]), runtime_seconds,
-                                   enqueue))
+    return (retried
             or _end(session, EDGES["retry, cancelled"], lease, outcome, runtime_seconds,
                     failed, ("Job cancelled", {}), error_code=code))
 
@@ -313,6 +324,29 @@ def _retry_or_give_up(session: Session, job: Job, lease: Lease, outcome: str, co
         error_code="too_many_attempts",
         error_message=f"all {allowed} attempts failed ({history}); last: {message}",
         error_hint=hint_for("too_many_attempts"), attempt_error=code)
+
+
+def _retry_smaller(session: Session, job: Job, lease: Lease, message: str, failed: Note,
+                   runtime_seconds: float, enqueue: Enqueue) -> bool:
+    """Queue an out-of-memory job again for an attempt with smaller settings, which
+    for_next_attempt gives it at its claim; say what changes and why."""
+    current = attempt_settings.of_attempt(session, job, lease.attempt)
+    smaller = current.smaller()
+    if smaller is None:
+        hint = attempt_settings.exhausted_hint(JobSpec.from_stored(job.spec, job.spec_version))
+        exhausted = attempt_settings.exhausted_message(current)
+        return _end(session, EDGES["give up"], lease, OUT_OF_MEMORY, runtime_seconds, failed,
+                    (exhausted, {"code": OUT_OF_MEMORY, "hint": hint}),
+                    error_code=OUT_OF_MEMORY, error_message=f"{exhausted} (last: {message})",
+                    error_hint=hint)
+    if not _end(session, EDGES["retry"], lease, OUT_OF_MEMORY, runtime_seconds, failed,
+                (f"{message}; the job is queued again with smaller settings", {}),
+                error_code=OUT_OF_MEMORY, enqueue=enqueue):
+        return False
+    add_event(session, job.id, "settings_changed", attempt_settings.shrink_message(
+        current, smaller), {"reason": OUT_OF_MEMORY, "attempt": lease.attempt + 1,
+                            "from": current.stored(), "to": smaller.stored()})
+    return True
 
 
 def _end(session: Session, edge: Edge, lease: Lease, outcome: str, runtime_seconds: float,

@@ -32,6 +32,11 @@ class AttemptOut(BaseModel):
     error_code: str | None
     resumed_from_step: int | None
     last_step: int
+    settings: dict[str, Any] | None = Field(
+        description="What the attempt trained with: per-device batch_size, "
+                    "gradient_accumulation_steps, gradient_checkpointing (an out-of-memory "
+                    "attempt's successor shrinks them), and `compute`, the precision, attention "
+                    "and device the trainer resolved; null for attempts older than this record")
 
 
 class JobOut(BaseModel):
@@ -64,7 +69,8 @@ class JobOut(BaseModel):
             attempts=[AttemptOut(number=a.number, worker=a.worker, started_at=a.started_at,
                                  ended_at=a.ended_at, outcome=a.outcome,
                                  error_code=a.error_code,
-                                 resumed_from_step=a.resumed_from_step, last_step=a.last_step)
+                                 resumed_from_step=a.resumed_from_step, last_step=a.last_step,
+                                 settings=a.settings)
                       for a in attempts],
             started_at=job.started_at, finished_at=job.finished_at)
 

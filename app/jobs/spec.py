@@ -281,6 +281,14 @@ class Compute(_Strict):
                                     "padding-free packing of rows into one sequence per batch; "
                                     "'auto': on where the model's attention supports it")
 
+    @field_validator("length_grouping", "packing", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: Any) -> Any:
+        # Said once: the union's own error would name each of its branches.
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise ValueError("must be 'auto', true or false")
+
 
 class Evaluation(_Strict):
     strategy: EvalStrategy | None = Field(
@@ -351,7 +359,8 @@ class JobSpec(_Strict):
     name: str | None = Field(default=None, max_length=200)
     max_attempts: int = Field(default=3, ge=1, le=100,
                               description="Starts of the trainer before the job fails (crashes, "
-                                          "OOM kills, lost workers); capped by the server")
+                                          "lost workers); capped by the server. Out-of-memory "
+                                          "attempts shrink the batch instead and do not count")
     checkpoint_steps: int | None = Field(
         default=None, ge=1, le=10_000_000,
         description="Save a checkpoint every N steps; default: every FT_CHECKPOINT_SECONDS")
@@ -407,6 +416,9 @@ class JobSpec(_Strict):
                             "early_stopping" if self.early_stopping else
                             "evaluation.keep_best_model")
         self._refuse_other_tasks_fields()
+        if self.compute.packing is True and self.task != "causal-lm":
+            raise SpecError(f"compute.packing packs causal-lm rows; {self.task} pads its "
+                            "batches instead: remove it", "compute.packing")
         dataset, hyper = self.dataset, self.hyperparameters
         prompts = (dataset.prompt_column, dataset.completion_column)
         if any(prompts) and not all(prompts):

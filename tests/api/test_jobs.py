@@ -120,7 +120,7 @@ class TestSubmit:
         ok = api.post("/v1/jobs", json=job_spec(dataset["id"], lora={"r": 16}))
         assert ok.status_code == 201, ok.text
         assert ok.json()["spec"]["lora"] == {"r": 16, "alpha": 16.0, "dropout": 0.05,
-                                             "target_modules": None}
+                                             "target_modules": None, "quantization": "none"}
         both = job_spec(dataset["id"], lora={}, freeze={"bottom_layers": 1})
         error = assert_error(api.post("/v1/jobs", json=both), 422, "invalid_request")
         assert "lora and freeze" in error["message"]

@@ -25,6 +25,7 @@ AGAINST_THE_RULES: list[dict[str, Any]] = [
     {**BASE, "hyperparameters": {"num_beams": 4}},
     {**BASE, "lora": {}, "freeze": {"embeddings": True}},
     {**BASE, "evaluation": {"metric_for_best_model": "bleu"}},
+    {**BASE, "compute": {"packing": True}},
 ]
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.factories import (
@@ -20,7 +21,7 @@ from tests.factories import (
     write_rows,
 )
 from tests.training.helpers import RecordingSink, data_files, make_spec
-from worker.training.dry_run import dry_run
+from worker.training.dry_run import batched_tokens, dry_run
 from worker.training.model import load_model
 from worker.training.trainer import run_training
 
@@ -173,3 +174,35 @@ def test_pickle_weights_are_refused_as_a_job_refuses_them(tmp_path: Path,
     report = dry_run(make_spec(), files, str(model))
     assert _codes(report["errors"]) == ["unsafe_model_format"]
     assert not marker.exists()
+
+
+def test_memory_follows_quantization_and_checkpointing(tmp_path: Path, tiny_bert: Path) -> None:
+    files = data_files(write_rows(tmp_path / "train.csv", sentiment_rows(40)))
+
+    def memory(**fields: Any) -> dict[str, Any]:
+        report = dry_run(make_spec(**fields), files, str(tiny_bert))
+        assert report["valid"], report["errors"]
+        return report["memory"]
+
+    lora, qlora = memory(lora={"r": 4}), memory(lora={"r": 4, "quantization": "4bit"})
+    int8 = memory(lora={"r": 4, "quantization": "8bit"})
+    # The blocks' frozen linear weights: 4 bytes each in fp32, 1 in 8 bits, half a byte in 4.
+    quantized = (lora["weights_bytes"] - int8["weights_bytes"]) / 3
+    assert quantized > 0 and qlora["weights_bytes"] == lora["weights_bytes"] - 3.5 * quantized
+    assert qlora["quantization"] == "4bit" and lora["quantization"] is None
+    assert qlora["gradients_bytes"] == lora["gradients_bytes"]
+
+    plain = memory()
+    checkpointed = memory(compute={"gradient_checkpointing": True})
+    assert checkpointed["gradient_checkpointing"] and plain["precision"] == "fp32"
+    assert checkpointed["activations_bytes"] < plain["activations_bytes"]
+    assert checkpointed["weights_bytes"] == plain["weights_bytes"]
+
+
+def test_batches_are_counted_with_their_padding() -> None:
+    lengths = np.random.default_rng(0).integers(5, 120, size=1000)
+    grouped = batched_tokens(lengths, 16, grouped=True, packed=False, seed=42)
+    shuffled = batched_tokens(lengths, 16, grouped=False, packed=False, seed=42)
+    assert batched_tokens(lengths, 16, grouped=False, packed=True, seed=42) == lengths.sum()
+    assert lengths.sum() < grouped < 1.1 * lengths.sum() < shuffled
+    assert shuffled == batched_tokens(lengths, 16, grouped=False, packed=False, seed=42)

@@ -46,7 +46,7 @@ def test_example_data_fits_its_spec(spec_name: str, tmp_path: Path, tiny_bert: P
     sink = RecordingSink()
     prepared = prepare_data(job, data_files(EXAMPLES / "data" / data_name),
                             cache_dir=tmp_path, events=sink)
-    _, tokenizer = load_model(job, str(model), prepared.label_names, events=sink)
+    tokenizer = load_model(job, str(model), prepared.label_names, events=sink).tokenizer
     [train] = recipe_for(job).tokenize(prepared, tokenizer, job).values()
     assert len(train) >= len(prepared.train) > 0
     assert sink.data_of("dataset_loaded")[0]["dropped_rows"] == {"train": 0}

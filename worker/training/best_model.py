@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from transformers import (
     PreTrainedModel,
     TrainerCallback,
@@ -104,7 +104,7 @@ class BestModelKeeper(TrainerCallback):
         best = self.best
         if best is None or not (self.folder / _WEIGHTS).is_file():
             return None
-        load_model(model, str(self.folder / _WEIGHTS))
+        model.load_state_dict(load_file(str(self.folder / _WEIGHTS)), strict=False)
         self.events.event("best_model", f"kept the model of step {best.step}: "
                                         f"{self._shown(best)}",
                           {"step": best.step, "metric": self.key, "value": best.value})
@@ -127,7 +127,11 @@ class BestModelKeeper(TrainerCallback):
     def _save_weights(self, model: PreTrainedModel) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         partial = self.folder / f"{_WEIGHTS}.partial"
-        save_model(model, str(partial))
+        # Only what trains changes between evaluations; a quantized base's full state would
+        # also carry bitsandbytes' quantization state, which a strict load refuses.
+        save_file({name: parameter.detach().contiguous()
+                   for name, parameter in model.named_parameters() if parameter.requires_grad},
+                  str(partial))
         partial.replace(self.folder / _WEIGHTS)
 
     def _store(self) -> None:

@@ -6,9 +6,13 @@ recipe's tokenization. So its step count is the real job's for every task, and a
 model that would fail the job fails the dry run with the same error code. The model is built
 on the meta device: its shapes, never its weights.
 
-Memory and time are estimates, and say so: memory adds weights, gradients, optimizer state
-(exact, from the trainable shapes) and activations (a per-layer formula); time divides a FLOPs
-count by a matrix-multiply throughput measured once on this machine.
+Memory and time are estimates, and say so: memory adds weights (quantized ones at their
+width), gradients, optimizer state (exact, from the trainable shapes) and activations (a
+per-layer formula, at the width of the precision in use, or only the layers' inputs under
+gradient checkpointing); time divides the FLOPs of the tokens as the job batches them
+(padding included) by the device's peak throughput (worker/training/hardware.py) times the
+share of it that training reaches on this kind of device (MODEL_FLOPS_UTILIZATION, measured
+with the job's telemetry).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import functools
 import math
 import multiprocessing
 import os
+import re
 import tempfile
-import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -29,6 +33,8 @@ import torch
 from datasets import Dataset, List, Value
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers.pytorch_utils import Conv1D
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from app.jobs.spec import Hyperparameters, JobSpec
 from app.jobs.tasks import columns_read
@@ -39,17 +45,28 @@ from worker.training.data import (
     prepare_data,
 )
 from worker.training.errors import TrainingError
+from worker.training.hardware import detect, peak_flops
 from worker.training.labels import LABELS
 from worker.training.model import BuiltModel, build_model
 from worker.training.tasks import recipe_for
+from worker.training.telemetry import matmul_weights
 
 # A class with fewer training examples than this is barely learnt, and its scores are noise.
 MIN_CLASS_EXAMPLES = 10
 TRUNCATED_SHARE_WARNING = 0.4
 TOKEN_SAMPLE_ROWS = 1000
-# The share of a device's matmul throughput that training reaches: data loading, small
-# kernels, the optimizer step and the attention's own FLOPs take the rest.
-MODEL_FLOPS_UTILIZATION = 0.4
+# The share of the device's peak (hardware.peak_flops) that training reaches, in model FLOPs
+# over the tokens batches hold, padding included: data loading, small kernels, the optimizer
+# step and attention's own FLOPs take the rest. CPU: measured with the job's telemetry on the
+# project's 2-core runner (README, "Dry run" under "Benchmark"). CUDA: no GPU run yet; 40%, what
+# tuned fine-tuning recipes reach (NVIDIA NeMo's LoRA recipes, 40.7-42.8% MFU).
+MODEL_FLOPS_UTILIZATION = {"cpu": 0.3, "cuda": 0.4}
+# Bytes per quantized base weight (NF4 packs two in a byte; int8 one), as lora.quantization
+# stores the frozen linear layers of the model's blocks; their block scales add about 3%.
+QUANTIZED_WEIGHT_BYTES = {"4bit": 0.5, "8bit": 1.0}
+# A module inside a block of a ModuleList ("encoder.layer.0.attention..."), as quantization.py
+# chooses what to quantize.
+_IN_A_BLOCK = re.compile(r"\.\d+\.")
 # Activation bytes per layer per token, over hidden size, at 16 bits (Korthikanti et al.,
 # "Reducing Activation Recomputation in Large Transformer Models", 2022): 34 + 5 a s / h.
 _ACTIVATION_FACTOR, _ATTENTION_FACTOR = 34, 5
@@ -96,7 +113,8 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
     warnings.extend(_dataset_warnings(report["dataset"]))
 
     # In the job's order, so that a spec with two faults fails here as the job would.
-    built = build_model(spec, model_source, prepared.label_names, load_weights=False)
+    built = build_model(spec, model_source, prepared.label_names, load_weights=False,
+                        train_rows=len(prepared.train))
     tokenizer = built.tokenizer
     recipe.collator(tokenizer, spec)  # a collator refuses a tokenizer it cannot batch with
     limit = model_length(tokenizer, hyper.max_seq_length)
@@ -119,16 +137,15 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
                             "trainable_share": round(counts.trainable_share, 6),
                             "architecture": built.architecture, "lora": spec.lora is not None}
     device = device_capacity()
-    report["memory"] = _memory_estimate(built, hyper, int(feature_lengths.max()))
+    report["memory"] = _memory_estimate(built, spec, int(feature_lengths.max()))
     if report["memory"]["total_bytes"] > device["memory_bytes"]:
         warnings.append(problem(
             "may_run_out_of_memory",
             f"training needs about {_gib(report['memory']['total_bytes'])} GiB, more than the "
-            f"{_gib(device['memory_bytes'])} GiB of this worker's {device['device']}",
+            f"{_gib(device['memory_bytes'])} GiB of this worker's {device['name']}",
             "Lower batch_size or max_seq_length (raise gradient_accumulation_steps to keep the "
             "effective batch), freeze layers, use LoRA, or the adafactor optimizer."))
-    report["time"] = _time_estimate(spec, counts.total, counts.trainable,
-                                    int(feature_lengths.sum()), report["steps"], device)
+    report["time"] = _time_estimate(spec, built, feature_lengths, report["steps"])
 
 
 def training_steps(train_rows: int, hyper: Hyperparameters) -> dict[str, Any]:
@@ -239,16 +256,41 @@ def _stats(lengths: np.ndarray) -> dict[str, float]:
             "max": int(lengths.max())}
 
 
-def _memory_estimate(built: BuiltModel, hyper: Hyperparameters, longest: int) -> dict[str, Any]:
-    model, config, counts = built.model, built.config, built.parameters
-    dtype = getattr(config, "dtype", None)
-    width = dtype.itemsize if isinstance(dtype, torch.dtype) else 4
+def _memory_estimate(built: BuiltModel, spec: JobSpec, longest: int) -> dict[str, Any]:
+    """Weights in fp32 (mixed precision keeps fp32 master weights) but for quantized ones;
+    gradients and optimizer state in fp32; under autocast, the 16-bit copies of the weights
+    that it casts for the step, and 16-bit activations."""
+    model, config, hyper, compute = built.model, built.config, spec.hyperparameters, built.compute
+    quantized = _quantized_weights(model) if _quantization(spec) else 0
+    weights = sum(p.numel() for p in model.parameters()) - quantized
     trainable = [p for p in model.parameters() if p.requires_grad]
-    parts = {"weights_bytes": counts.total * width, "gradients_bytes": counts.trainable * width,
-             "optimizer_bytes": _optimizer_state(trainable, hyper.optimizer) * width,
-             "activations_bytes": _activations(model, config, hyper.batch_size, longest, width)}
+    autocast = compute.precision != "fp32"
+    activation_width = 2 if autocast or _quantization(spec) else 4
+    parts = {
+        "weights_bytes": int(weights * 4
+                             + quantized * QUANTIZED_WEIGHT_BYTES.get(_quantization(spec), 0)),
+        "autocast_copies_bytes": 2 * matmul_weights(model).forward if autocast else 0,
+        "gradients_bytes": 4 * sum(p.numel() for p in trainable),
+        "optimizer_bytes": 4 * _optimizer_state(trainable, hyper.optimizer),
+        "activations_bytes": _activations(model, config, hyper.batch_size, longest,
+                                          activation_width, compute.gradient_checkpointing)}
     return {**parts, "total_bytes": sum(parts.values()), "batch_size": hyper.batch_size,
-            "sequence_length": longest, "optimizer": hyper.optimizer, "estimate": True}
+            "sequence_length": longest, "optimizer": hyper.optimizer,
+            "precision": compute.precision, "quantization": _quantization(spec),
+            "gradient_checkpointing": compute.gradient_checkpointing, "estimate": True}
+
+
+def _quantization(spec: JobSpec) -> str | None:
+    quantization = spec.lora.quantization if spec.lora is not None else "none"
+    return None if quantization == "none" else quantization
+
+
+def _quantized_weights(model: nn.Module) -> int:
+    """The weights bitsandbytes quantizes (worker/training/quantization.py): the frozen
+    linear layers inside the model's repeated blocks, found here on the meta device."""
+    return sum(module.weight.numel() for name, module in model.named_modules()
+               if isinstance(module, nn.Linear | Conv1D) and _IN_A_BLOCK.search(name)
+               and not module.weight.requires_grad)
 
 
 def _optimizer_state(trainable: list[nn.Parameter], optimizer: str) -> int:
@@ -262,39 +304,71 @@ def _optimizer_state(trainable: list[nn.Parameter], optimizer: str) -> int:
 
 
 def _activations(model: nn.Module, config: PretrainedConfig, batch: int, length: int,
-                 width: int) -> int:
-    """Per layer b s h (34 + 5 a s / h) bytes at 16 bits, scaled to `width`; plus the
-    float32 logits and their gradient over the vocabulary for language-model heads."""
+                 width: int, checkpointed: bool) -> int:
+    """Per layer b s h (34 + 5 a s / h) bytes at 16 bits, scaled to `width`; under gradient
+    checkpointing, each layer's input (b s h values) and one layer's full set while its
+    forward is recomputed. Plus the float32 logits and their gradient over the vocabulary for
+    language-model heads."""
     hidden = getattr(config, "hidden_size", None)
     decoder_layers = (getattr(config, "num_decoder_layers", None)
                       or getattr(config, "decoder_layers", None) or 0)
     layers = (getattr(config, "num_hidden_layers", 0) or 0) + (
         decoder_layers if getattr(config, "is_encoder_decoder", False) else 0)
     heads = getattr(config, "num_attention_heads", None) or 1
-    per_layer = 0.0
+    kept = 0.0
     if hidden:
         per_layer = batch * length * hidden * (
             _ACTIVATION_FACTOR + _ATTENTION_FACTOR * heads * length / hidden) * width / 2
+        kept = (layers * batch * length * hidden * width + per_layer if checkpointed
+                else layers * per_layer)
     get_output = getattr(model, "get_output_embeddings", None)
     logits = (2 * 4 * batch * length * getattr(config, "vocab_size", 0)
               if get_output is not None and get_output() is not None else 0)
-    return int(layers * per_layer + logits)
+    return int(kept + logits)
 
 
-def _time_estimate(spec: JobSpec, total: int, trainable: int, tokens: int,
-                   steps: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
-    """2 N FLOPs per token forward; backward 2 N through the layers gradients must cross
-    (all with LoRA, the trainable part with freeze) and 2 N for the trainable weights: the
-    classic 6 N when everything trains. Attention's own FLOPs are left out."""
-    crossed = total if spec.lora is not None else trainable
-    flops = tokens * (2 * total + 2 * crossed + 2 * trainable)
-    per_epoch = flops / (device["flops_per_second"] * MODEL_FLOPS_UTILIZATION)
+def _time_estimate(spec: JobSpec, built: BuiltModel, feature_lengths: np.ndarray,
+                   steps: dict[str, Any]) -> dict[str, Any]:
+    """The training FLOPs of the tokens the batches hold (telemetry.py's count: 6 N when
+    everything trains, less under LoRA or freezing, plus a second forward under gradient
+    checkpointing) over the device's peak times MODEL_FLOPS_UTILIZATION. Evaluations are
+    not counted."""
+    compute, hardware = built.compute, detect()
+    padded = batched_tokens(feature_lengths, spec.hyperparameters.batch_size,
+                            grouped=compute.length_grouping, packed=compute.packing,
+                            seed=spec.hyperparameters.seed)
+    flops = padded * matmul_weights(built.model).flops_per_token(
+        recompute=compute.gradient_checkpointing)
+    peak = peak_flops(hardware, "tf32" if compute.tf32 else compute.precision)
+    utilization = MODEL_FLOPS_UTILIZATION[hardware.device]
+    report: dict[str, Any] = {
+        "device": hardware.device, "device_name": hardware.name,
+        "precision": compute.precision, "flops_per_epoch": flops,
+        "tokens_per_epoch": int(feature_lengths.sum()), "batched_tokens_per_epoch": padded,
+        "peak_flops_per_second": peak, "utilization_assumed": utilization, "estimate": True}
+    if peak is None:  # a GPU whose peak is not known: no figure rather than a guess
+        return {**report, "seconds_per_epoch": None, "seconds_total": None}
+    per_epoch = flops / (peak * utilization)
     epochs = steps["total_steps"] / steps["steps_per_epoch"]
-    return {"device": device["device"], "flops_per_epoch": flops,
-            "seconds_per_epoch": round(per_epoch, 3),
-            "seconds_total": round(per_epoch * epochs, 3),
-            "measured_flops_per_second": device["flops_per_second"],
-            "utilization_assumed": MODEL_FLOPS_UTILIZATION, "estimate": True}
+    return {**report, "seconds_per_epoch": round(per_epoch, 3),
+            "seconds_total": round(per_epoch * epochs, 3)}
+
+
+def batched_tokens(lengths: np.ndarray, batch_size: int, *, grouped: bool, packed: bool,
+                   seed: int) -> int:
+    """Tokens per epoch with each batch padded to its longest row, the rows ordered as the
+    Trainer's samplers order them (transformers' own length grouping where it is on); packed
+    rows are not padded."""
+    if packed or len(lengths) == 0:
+        return int(lengths.sum())
+    generator = torch.Generator().manual_seed(seed)
+    order = (np.asarray(get_length_grouped_indices(lengths.tolist(), batch_size,
+                                                   generator=generator)) if grouped
+             else torch.randperm(len(lengths), generator=generator).numpy())
+    ordered = lengths[order]
+    return int(sum(batch.max() * len(batch)
+                   for batch in np.array_split(ordered, range(batch_size, len(ordered),
+                                                               batch_size))))
 
 
 def _gib(size: int) -> str:
@@ -303,32 +377,22 @@ def _gib(size: int) -> str:
 
 @functools.cache
 def device_capacity() -> dict[str, Any]:
-    """This machine's training device, its memory and matmul FLOP/s, measured once.
+    """This machine's training device and its memory; on a CPU, its matmul throughput is
+    measured now too (hardware.peak_flops), so that no dry run pays for it.
 
-    A GPU is measured in a child process: a CUDA context would hold GPU memory for as long as
-    this process lives, memory that the jobs on this worker need.
+    A GPU's memory is read in a child process: a CUDA context would hold GPU memory for as
+    long as this process lives, memory that the jobs on this worker need.
     """
-    if not torch.cuda.is_available():
-        return _measure("cpu")
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-        return child.submit(_measure, "cuda").result()
-
-
-def _measure(device: str) -> dict[str, Any]:
-    size = 4096 if device == "cuda" else 1024
-    left, right = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    left @ right  # the first call pays for kernel selection
-    runs, started = 0, time.perf_counter()
-    while runs < 3 or time.perf_counter() - started < 0.25:
-        left @ right
-        if device == "cuda":
-            torch.cuda.synchronize()
-        runs += 1
-    elapsed = time.perf_counter() - started
-    if device == "cuda":
-        properties = torch.cuda.get_device_properties(0)
-        name, memory = properties.name, properties.total_memory
+    hardware = detect()
+    if hardware.device == "cpu":
+        for precision in ("fp32", "bf16") if hardware.native_bf16 else ("fp32",):
+            peak_flops(hardware, precision)
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     else:
-        name, memory = "cpu", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {"device": name, "memory_bytes": memory,
-            "flops_per_second": 2 * size**3 * runs / elapsed}
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+            memory = child.submit(_gpu_memory).result()
+    return {"device": hardware.device, "name": hardware.name, "memory_bytes": memory}
+
+
+def _gpu_memory() -> int:
+    return int(torch.cuda.get_device_properties(0).total_memory)

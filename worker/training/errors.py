@@ -40,3 +40,7 @@ class OutOfMemory(TrainingError):
 
 class InvalidSpec(TrainingError):
     code = "invalid_spec"
+
+
+class QuantizationUnavailable(TrainingError):
+    code = "quantization_unavailable"

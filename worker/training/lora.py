@@ -3,18 +3,24 @@
 The base weights stay fixed and the task head trains in full (peft's `modules_to_save`). The
 job saves both the adapter (small, loaded onto the base model with `PeftModel`) and the
 adapter merged into the weights (a plain model for `from_pretrained` and `pipeline`).
+
+With `lora.quantization` (QLoRA) the base is loaded quantized (see quantization.py); the
+merge then reloads it unquantized, since merging into 4-bit or 8-bit weights would round the
+update away and leave a model that only bitsandbytes loads.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
 from transformers import PreTrainedModel
 
 from app.jobs.spec import JobSpec, Lora
 from worker.training.errors import InvalidSpec
+from worker.training.quantization import check_quantization_runs, loaded_quantized
 
 ADAPTER_FOLDER = "adapter"
 # The heads at the top of a classifier or QA model, which train in full (`modules_to_save`):
@@ -38,6 +44,14 @@ class LoraHead:
 
 
 def with_lora(model: PreTrainedModel, lora: Lora, spec: JobSpec, head: LoraHead) -> PeftModel:
+    # Here, not at loading: the dry run's model on the meta device is checked too.
+    check_quantization_runs(spec, model)
+    if loaded_quantized(model):
+        # The layers left in half precision go to fp32 for stable training, and the whole base
+        # is frozen. Gradient checkpointing only where the spec asks (peft's default is on).
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=spec.compute.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
     every_linear_layer = lora.target_modules is None
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_modules or "all-linear",
@@ -57,5 +71,17 @@ def with_lora(model: PreTrainedModel, lora: Lora, spec: JobSpec, head: LoraHead)
 
 def save_adapter_and_merged(model: PeftModel, folder: Path) -> PreTrainedModel:
     """Write the adapter into `folder/adapter`; answer the merged model, to save as usual."""
-    model.save_pretrained(str(folder / ADAPTER_FOLDER))
-    return model.merge_and_unload()
+    adapter_folder = folder / ADAPTER_FOLDER
+    model.save_pretrained(str(adapter_folder))
+    base = model.get_base_model()
+    if not loaded_quantized(base):
+        return model.merge_and_unload()
+    # The saved adapter onto the base reloaded unquantized, in its stored dtype: the same
+    # adapter and head weights, the base's own weights instead of their 4-bit or 8-bit copies.
+    config = copy.deepcopy(base.config)
+    del config.quantization_config
+    # The files that the job loaded, checked safe then, and on this disk since.
+    unquantized = type(base).from_pretrained(
+        base.name_or_path, config=config, dtype="auto", use_safetensors=True,
+        trust_remote_code=False, local_files_only=True)
+    return PeftModel.from_pretrained(unquantized, str(adapter_folder)).merge_and_unload()

@@ -24,6 +24,7 @@ from transformers import (
 from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from app.jobs.spec import Freeze, JobSpec
+from worker.training.compute import ModelTraits, ResolvedCompute, resolve_compute
 from worker.training.data import HUB_TIMEOUT_S, first_line
 from worker.training.errors import (
     InvalidSpec,
@@ -33,7 +34,9 @@ from worker.training.errors import (
     UnsafeModelFormat,
 )
 from worker.training.events import EventSink
+from worker.training.hardware import detect
 from worker.training.lora import with_lora
+from worker.training.quantization import parameter_count, quantization_options
 from worker.training.tasks import recipe_for
 
 # Where BERT-like backbones keep their list of transformer blocks.
@@ -66,10 +69,15 @@ class BuiltModel:
     # The model's class under any LoRA wrapper, e.g. BertForSequenceClassification.
     architecture: str
     parameters: ParameterCounts
+    # How it trains on this worker's hardware.
+    compute: ResolvedCompute
+    # The dtype of the base model's weights as stored, which the trained model is saved in
+    # (it trains in fp32).
+    base_dtype: torch.dtype
 
 
 def build_model(spec: JobSpec, model_source: str, label_names: list[str], *,
-                load_weights: bool) -> BuiltModel:
+                load_weights: bool, train_rows: int | None = None) -> BuiltModel:
     """The tokenizer and the model with a new head for `spec.task`, frozen and adapted as asked.
 
     The job builds it with its weights; the dry run (`load_weights=False`) builds it on the
@@ -78,6 +86,8 @@ def build_model(spec: JobSpec, model_source: str, label_names: list[str], *,
 
     `label_names` are the class names in id order (empty for tasks without classes); the
     task's head makes them the config's id2label, so the model predicts the data's own names.
+    `train_rows`, where known, is the number of training rows, which length grouping's 'auto'
+    looks at.
     """
     location = checked_location(spec.model, model_source)
     recipe = recipe_for(spec)
@@ -90,14 +100,25 @@ def build_model(spec: JobSpec, model_source: str, label_names: list[str], *,
     # Outside loading_errors, which would make its InvalidSpec a model_load_failed, and before
     # the weights are read: a model the task cannot use is the spec's fault.
     recipe.check_model(config, spec)
+    with loading_errors(spec):
+        model_class = _model_class(recipe.model_class, config)
+    compute = resolve_compute(spec, detect(), ModelTraits.of(model_class),
+                              rows_vary_in_length=not recipe.packs_tokens(spec),
+                              train_rows=train_rows)
+    options = compute.from_pretrained_options()
+    base_dtype = _stored_dtype(config)
+    # Outside loading_errors, which would make its QuantizationUnavailable a model_load_failed.
+    quantized = quantization_options(spec)
     with loading_errors(spec), _placement(load_weights):
         if load_weights:
             # Safetensors only (checked first) and no remote code, as for the config.
             model = recipe.model_class.from_pretrained(  # nosec B615
                 model_source, config=config, use_safetensors=True, trust_remote_code=False,
-                **location.options)
+                **location.options,
+                # A quantized base brings its own dtype.
+                **(options | quantized))
         else:
-            model = recipe.model_class.from_config(config)
+            model = recipe.model_class.from_config(config, **options)
     if model.config.pad_token_id is None:
         # GPT-style heads find each sequence's last token by the padding id.
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -107,23 +128,26 @@ def build_model(spec: JobSpec, model_source: str, label_names: list[str], *,
     if spec.lora is not None:
         with _placement(load_weights):
             model = with_lora(model, spec.lora, spec, recipe.lora)
-    return BuiltModel(tokenizer, model, built_config, architecture, count_parameters(model))
+    return BuiltModel(tokenizer, model, built_config, architecture, count_parameters(model),
+                      compute, base_dtype)
 
 
 def load_model(spec: JobSpec, model_source: str, label_names: list[str], *,
-               events: EventSink) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The job's model and tokenizer (`build_model` with the weights), reported as
-    `model_loaded`."""
-    built = build_model(spec, model_source, label_names, load_weights=True)
+               events: EventSink, train_rows: int | None = None) -> BuiltModel:
+    """The job's model (`build_model` with the weights), reported as `model_loaded` with
+    the compute settings it trains with."""
+    built = build_model(spec, model_source, label_names, load_weights=True,
+                        train_rows=train_rows)
     counts, lora = built.parameters, spec.lora is not None
     events.event("model_loaded",
                  f"loaded {spec.model} ({built.architecture}{' with LoRA' if lora else ''}): "
                  f"{counts.trainable:,} of {counts.total:,} parameters trainable "
-                 f"({counts.trainable_share:.2%})",
+                 f"({counts.trainable_share:.2%}); {built.compute.summary()}",
                  {"model": spec.model, "architecture": built.architecture, "lora": lora,
                   "total_parameters": counts.total, "trainable_parameters": counts.trainable,
-                  "trainable_share": round(counts.trainable_share, 6)})
-    return built.model, built.tokenizer
+                  "trainable_share": round(counts.trainable_share, 6),
+                  "compute": built.compute.as_dict()})
+    return built
 
 
 def checked_location(model_name: str, model_source: str) -> _ModelLocation:
@@ -173,8 +197,9 @@ def loading_errors(spec: JobSpec) -> Iterator[None]:
 def count_parameters(model: nn.Module) -> ParameterCounts:
     parameters = list(model.parameters())  # each shared (tied) weight once
     return ParameterCounts(
-        total=sum(parameter.numel() for parameter in parameters),
-        trainable=sum(parameter.numel() for parameter in parameters if parameter.requires_grad))
+        total=sum(parameter_count(parameter) for parameter in parameters),
+        trainable=sum(parameter_count(parameter) for parameter in parameters
+                      if parameter.requires_grad))
 
 
 def freeze(model: PreTrainedModel, spec: Freeze, model_name: str) -> None:
@@ -327,6 +352,23 @@ def _layer_list(backbone: nn.Module) -> nn.ModuleList | None:
         if isinstance(layers, nn.ModuleList):
             return layers
     return None
+
+
+def _stored_dtype(config: PretrainedConfig) -> torch.dtype:
+    stored = getattr(config, "dtype", None)
+    if isinstance(stored, str):
+        stored = getattr(torch, stored, None)
+    return stored if isinstance(stored, torch.dtype) else torch.float32
+
+
+def _model_class(auto_class: Any, config: PretrainedConfig) -> type[PreTrainedModel]:
+    """The class `auto_class` builds for `config`, found before any weight is read."""
+    try:
+        return auto_class._model_mapping[type(config)]  # type: ignore[no-any-return]
+    except KeyError:
+        # In from_pretrained's words, which loading_errors turns into the spec's fault.
+        raise ValueError(f"Unrecognized configuration class {type(config).__name__} for "
+                         f"{auto_class.__name__}") from None
 
 
 def _placement(load_weights: bool) -> AbstractContextManager[Any]:

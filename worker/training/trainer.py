@@ -7,6 +7,7 @@ cancellation come in as TrainerCallbacks, the rest goes out as events and the mo
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import shutil
@@ -18,6 +19,7 @@ import datasets
 import numpy as np
 import torch
 from peft import PeftModel
+from torch import nn
 from transformers import (
     EvalPrediction,
     PreTrainedTokenizerBase,
@@ -33,15 +35,16 @@ from transformers.utils import logging as transformers_logging
 
 from app.jobs.spec import JobSpec
 from worker.training.best_model import BestModelKeeper
+from worker.training.compute import ResolvedCompute, in_order_evaluation, packed_rows_collator
 from worker.training.data import DataFiles, PreparedData, first_line, prepare_data
 from worker.training.errors import OutOfMemory
 from worker.training.events import EventSink
 from worker.training.lora import save_adapter_and_merged
 from worker.training.metrics import model_outputs
-from worker.training.model import load_model
+from worker.training.model import BuiltModel, load_model
 from worker.training.tasks import Evaluated, TaskRecipe, recipe_for, with_derived_metrics
+from worker.training.telemetry import Telemetry
 
-OPTIMIZERS = {"adamw": "adamw_torch", "sgd": "sgd", "adafactor": "adafactor"}
 # Final evaluations, by split, and the prefix the Trainer puts on their metrics.
 EVALUATED_SPLITS = {"validation": "eval", "test": "test"}
 MODEL_FOLDER = "model"
@@ -65,23 +68,31 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
     try:
         recipe = recipe_for(spec)
         prepared = prepare_data(spec, data, cache_dir=cache_dir, events=events)
-        model, tokenizer = load_model(spec, model_source, prepared.label_names, events=events)
+        built = load_model(spec, model_source, prepared.label_names, events=events,
+                           train_rows=len(prepared.train))
+        tokenizer, compute = built.tokenizer, built.compute
         splits = recipe.tokenize(prepared, tokenizer, spec)
         keeper = _best_model_keeper(spec, output_dir, events)
-        trainer = recipe.trainer_class(
-            model=model,
-            args=training_arguments(spec, output_dir / "trainer", recipe),
+        telemetry = Telemetry(events)
+        _divide_loss_by_accumulation_unless_the_model_does(built.model)
+        trainer = in_order_evaluation(recipe.trainer_class)(
+            model=built.model,
+            args=training_arguments(spec, output_dir / "trainer", recipe, compute),
             train_dataset=splits["train"],
             eval_dataset=splits.get("validation"),
             processing_class=tokenizer,
-            data_collator=recipe.collator(tokenizer, spec),
+            data_collator=(packed_rows_collator(compute) if compute.packing
+                           else recipe.collator(tokenizer, spec)),
             compute_metrics=_metrics_of(recipe, spec, prepared, splits.get("validation"),
                                         tokenizer),
             # Derived metrics first: the callbacks after it see them in every evaluation.
-            callbacks=[DerivedMetrics(recipe), *callbacks, *([keeper] if keeper else [])],
+            # Telemetry before the service's callbacks, which store what it adds to the logs.
+            callbacks=[DerivedMetrics(recipe), telemetry, *callbacks,
+                       *([keeper] if keeper else [])],
         )
         resume = str(resume_from) if resume_from is not None else None
         metrics: dict[str, Any] = dict(trainer.train(resume_from_checkpoint=resume).metrics)
+        metrics |= telemetry.summary()
         if keeper is not None and (best := keeper.restore_best(trainer.model)) is not None:
             metrics["best_model"] = best
         for role, prefix in EVALUATED_SPLITS.items():
@@ -98,8 +109,8 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
             events.event("samples", f"what the model writes for {len(extra['samples.json'])} "
                                     "held-out inputs", {"samples": extra["samples.json"]})
         model_dir = output_dir / MODEL_FOLDER
-        _save_model_folder(trainer, model_dir, metrics,
-                           _model_card(spec, recipe, prepared, metrics), extra)
+        _save_model_folder(trainer, built, model_dir, metrics,
+                           _model_card(spec, recipe, prepared, metrics, compute), extra)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "host"
         raise OutOfMemory(f"out of {where} memory: {first_line(exc)}") from exc
@@ -108,6 +119,22 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
     events.event("saved", f"saved the model to {model_dir}",
                  {"path": str(model_dir), "files": sorted(p.name for p in model_dir.iterdir())})
     return metrics
+
+
+def _divide_loss_by_accumulation_unless_the_model_does(model: nn.Module) -> None:
+    """Tell the Trainer whether the model's loss is already divided over the accumulated
+    micro-batches.
+
+    transformers 5 gives `num_items_in_batch` to every model whose forward takes **kwargs and
+    then leaves its loss undivided by the accumulation steps, assuming the model divides by
+    that count. Only some token-level losses do (a causal LM's); BERT's classification loss is
+    a plain mean, so with accumulation its loss and gradients would come out
+    `gradient_accumulation_steps` times too large, and gradient clipping would then cut them.
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    own_loss = "self.loss_function(" in inspect.getsource(type(base).forward)
+    base.accepts_loss_kwargs = own_loss and (
+        "num_items_in_batch" in inspect.signature(base.loss_function).parameters)
 
 
 def _best_model_keeper(spec: JobSpec, output_dir: Path,
@@ -139,8 +166,8 @@ def _metrics_of(recipe: TaskRecipe, spec: JobSpec, prepared: PreparedData,
     return recipe.metrics(Evaluated(spec, prepared.label_names, split, tokenizer))
 
 
-def training_arguments(spec: JobSpec, checkpoints_dir: Path,
-                       recipe: TaskRecipe) -> TrainingArguments:
+def training_arguments(spec: JobSpec, checkpoints_dir: Path, recipe: TaskRecipe,
+                       compute: ResolvedCompute) -> TrainingArguments:
     """The one place that turns the spec into TrainingArguments (of the task's class).
 
     A task without metrics keeps the loss and nothing else from an evaluation: a language
@@ -160,7 +187,6 @@ def training_arguments(spec: JobSpec, checkpoints_dir: Path,
         warmup_steps=warmup,
         weight_decay=hyper.weight_decay,
         lr_scheduler_type=hyper.lr_scheduler,
-        optim=OPTIMIZERS[hyper.optimizer],
         seed=hyper.seed,
         data_seed=hyper.seed,
         eval_strategy=spec.evaluation.strategy or "no",
@@ -174,8 +200,8 @@ def training_arguments(spec: JobSpec, checkpoints_dir: Path,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        # Pinned memory only speeds up copies to a GPU; without one torch warns on every epoch.
-        dataloader_pin_memory=torch.cuda.is_available(),
+        include_num_input_tokens_seen="non_padding",  # telemetry's tokens/s and MFU
+        **compute.training_arguments(),
         **recipe.arguments(spec),
     )
 
@@ -214,17 +240,21 @@ def _final_evaluation(trainer: Trainer, spec: JobSpec, recipe: TaskRecipe,
     return metrics
 
 
-def _save_model_folder(trainer: Trainer, model_dir: Path, metrics: dict[str, Any],
-                       model_card: str, extra: dict[str, Any]) -> None:
-    """Write the whole folder beside `model_dir`, then rename it: never half a model."""
+def _save_model_folder(trainer: Trainer, built: BuiltModel, model_dir: Path,
+                       metrics: dict[str, Any], model_card: str, extra: dict[str, Any]) -> None:
+    """Write the whole folder beside `model_dir`, then rename it: never half a model.
+
+    The model is saved in its base model's dtype, whatever it trained in.
+    """
     staging = model_dir.with_name(f".{model_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     if isinstance(trainer.model, PeftModel):
         merged = save_adapter_and_merged(trainer.model, staging)
-        merged.save_pretrained(str(staging))
+        merged.to(built.base_dtype).save_pretrained(str(staging))
         if trainer.processing_class is not None:
             trainer.processing_class.save_pretrained(str(staging))
     else:
+        trainer.model.to(built.base_dtype)
         trainer.save_model(str(staging))
     # The pickled TrainingArguments would make the folder unsafe to load; the JSON says it all.
     (staging / TRAINING_ARGS_NAME).unlink(missing_ok=True)
@@ -244,7 +274,7 @@ def _write_json(path: Path, content: Any) -> None:
 
 
 def _model_card(spec: JobSpec, recipe: TaskRecipe, prepared: PreparedData,
-                metrics: dict[str, Any]) -> str:
+                metrics: dict[str, Any], compute: ResolvedCompute) -> str:
     hyper = spec.hyperparameters
     rows = {role: len(dataset) for role, dataset in prepared.splits().items()}
     lines = [
@@ -265,6 +295,9 @@ def _model_card(spec: JobSpec, recipe: TaskRecipe, prepared: PreparedData,
     lines += ["", "## Hyperparameters", "", "| name | value |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in hyper.model_dump().items()
               if value is not None]
+    lines += ["", "## Compute", "", "| setting | value | why |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {value} | {compute.reasons.get(name, '')} |"
+              for name, value in compute.as_dict().items() if name != "reasons"]
     lines += ["", "## Final metrics", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {_format_number(value)} |" for name, value in sorted(metrics.items())
               if not isinstance(value, dict)]
