@@ -22,7 +22,8 @@ def test_events_report_rows_dropped_and_parameters(tmp_path: Path, tiny_bert: Pa
     run_training(spec, data_files(train_file, validation_file), str(tiny_bert),
                  tmp_path / "out", events=sink)
 
-    assert sink.kinds() == ["dataset_loaded", "model_loaded", "evaluated", "evaluated", "saved"]
+    assert sink.kinds() == ["dataset_loaded", "model_loaded", "telemetry", "evaluated", "evaluated",
+                           "saved"]
     loaded = sink.data_of("dataset_loaded")[0]
     assert loaded["dropped_rows"] == {"train": 3, "validation": 1}
     # The held-out fraction is of the 37 usable rows.
