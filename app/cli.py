@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from app.client.commands import register as register_client_commands
 from app.config import Settings, get_settings
@@ -19,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     api = commands.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1,
+                     help="API processes sharing the port (metrics add up across them)")
     api.set_defaults(handler=_api)
     commands.add_parser("worker", help="run a worker (one per GPU)").set_defaults(handler=_worker)
     commands.add_parser("migrate", help="migrate the database to the current schema") \
@@ -43,11 +47,23 @@ def _refuse_open_network(settings: Settings, host: str) -> None:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.main import create_app
-
     settings = get_settings()
     _refuse_open_network(settings, args.host)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    if args.workers == 1:
+        from app.main import create_app
+
+        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        return 0
+    from app.metrics import MULTIPROCESS_ENV, reset_multiprocess_dir
+
+    # uvicorn starts each process as a fresh interpreter that inherits the variable, which
+    # prometheus_client reads when first imported; a folder left by an earlier run would add
+    # its counts in under reused pids.
+    folder = Path(os.environ.setdefault(MULTIPROCESS_ENV,
+                                        tempfile.mkdtemp(prefix="finetune-metrics-")))
+    reset_multiprocess_dir(folder)
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers)
     return 0
 
 

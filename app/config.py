@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.api_key_file import DEFAULT_API_KEY_FILE
@@ -40,6 +40,11 @@ class Settings(BaseSettings):
                     "sync routes: a route's thread never waits for a connection")
     rate_limit_per_minute: int = Field(default=600, ge=1,
                                        description="Requests per minute per API key")
+    metrics_token: SecretStr | None = Field(
+        default=None, min_length=16,
+        description="Bearer token that GET /metrics requires from every client (Prometheus "
+                    "sends it as `authorization: {credentials: ...}`); unset, /metrics answers "
+                    "clients on this machine only")
     max_active_jobs_per_project: int = Field(
         default=20, ge=1, description="Queued plus running jobs a project may have at once")
     auto_migrate: bool | None = Field(

@@ -30,6 +30,8 @@ from app.errors import ErrorBody, ErrorDetail, ServiceError, error_responses
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
+from app.metrics import HttpMetrics
+from app.metrics import router as metrics_router
 from app.params import reject_unknown_query_parameters
 from app.ratelimit import make_rate_limiter
 from app.storage import LocalStorage
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Fine-tuning job service", version="0.1.0", lifespan=lifespan,
                   description="Submit fine-tuning jobs, follow them, download the models.")
     app.include_router(health_router)
+    app.include_router(metrics_router)
     # Every /v1 route authenticates its caller first (routes reuse the same, cached, caller),
     # so each can answer these.
     for router in (datasets_router, jobs_router, dry_runs_router, artifacts_router,
@@ -87,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          Depends(reject_unknown_query_parameters)])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes,
                        streamed=frozenset({("POST", "/v1/datasets")}))
+    # Outermost: it counts and times every answer, the body-size refusals included.
+    app.add_middleware(HttpMetrics)
     _install_error_handlers(app)
     return app
 

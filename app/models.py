@@ -130,7 +130,13 @@ class Dataset(Base):
                                     default=lambda: new_id("ds"))
     project_id: Mapped[str] = mapped_column(ForeignKey("project.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    # The stored file's format, which the worker reads; an upload that no task reads as it is
+    # (SQuAD JSON, Arrow) is stored converted, and `source_format` says what it was.
     format: Mapped[str] = mapped_column(String(16))
+    source_format: Mapped[str] = mapped_column(String(16))
+    # app/datasets/layouts.py, with what reading it counted (SQuAD's unanswerable questions).
+    layout: Mapped[str] = mapped_column(String(32))
+    layout_details: Mapped[dict[str, Any]] = mapped_column()
     filename: Mapped[str | None] = mapped_column(String(255))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))

@@ -29,10 +29,16 @@ def register(commands: Any) -> None:
     actions = datasets.add_subparsers(dest="action", required=True, metavar="ACTION")
     upload = actions.add_parser("upload", parents=reader, help="upload a dataset file")
     upload.add_argument("file", metavar="FILE",
-                        help="CSV, TSV, JSON Lines, JSON, Parquet or CoNLL")
+                        help="CSV, TSV, JSON Lines, JSON, Parquet, CoNLL, SQuAD JSON or "
+                             "Arrow (.arrow, or a save_to_disk folder as .tar or .zip)")
     upload.add_argument("--name", help="a label for the dataset (default: the file name)")
-    upload.add_argument("--format", choices=("csv", "tsv", "jsonl", "json", "parquet", "conll"),
+    upload.add_argument("--format", choices=("csv", "tsv", "jsonl", "json", "parquet", "conll",
+                                             "squad", "arrow"),
                         help="the file format when the extension does not say it")
+    upload.add_argument("--layout", choices=("preference", "sharegpt", "openai-chat", "alpaca",
+                                             "prompt-completion", "tabular"),
+                        help="how to read the rows when recognising it from the columns would "
+                             "not do ('tabular': the columns as they are)")
     upload.set_defaults(handler=_lazy("upload_dataset"))
     listing = actions.add_parser("ls", parents=reader, help="list datasets, newest first")
     listing.add_argument("--limit", type=int, default=20, help="at most this many (1-100)")

@@ -106,7 +106,8 @@ def upload_dataset(client: ApiClient, args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         return _fail(f"no such file: {path}", EXIT_USAGE)
-    dataset = client.upload_dataset(path, name=args.name, format=args.format)
+    dataset = client.upload_dataset(path, name=args.name, format=args.format,
+                                    layout=args.layout)
     if args.json:
         output.write_json(dataset)
     else:
@@ -120,8 +121,8 @@ def list_datasets(client: ApiClient, args: argparse.Namespace) -> int:
         output.write_json(page)
         return EXIT_OK
     print(output.table(
-        ["id", "name", "format", "rows", "size", "created"],
-        [[d["id"], d["name"], d["format"], d["num_rows"], output.size(d["size_bytes"]),
+        ["id", "name", "layout", "rows", "size", "created"],
+        [[d["id"], d["name"], d["layout"], d["num_rows"], output.size(d["size_bytes"]),
           output.timestamp(d["created_at"])] for d in page["data"]]))
     _more_hint(page)
     return EXIT_OK
@@ -142,8 +143,15 @@ def show_dataset(client: ApiClient, args: argparse.Namespace) -> int:
 
 def _dataset_details(dataset: Json) -> str:
     columns = ", ".join(f"{c['name']} ({c['type']})" for c in dataset["columns"])
+    fits = "; ".join(
+        task + (" with " + ", ".join(f"{name}={value}" for name, value in fields.items())
+                if fields else "")
+        for task, fields in dataset["fits"].items()) or "no task under the default columns"
+    uploaded = (f"{dataset['format']} (uploaded as {dataset['source_format']})"
+                if dataset["source_format"] != dataset["format"] else dataset["format"])
     return output.details([
-        ("id", dataset["id"]), ("name", dataset["name"]), ("format", dataset["format"]),
+        ("id", dataset["id"]), ("name", dataset["name"]), ("format", uploaded),
+        ("layout", dataset["layout"]), ("fits", fits),
         ("file", dataset.get("filename")), ("rows", dataset["num_rows"]),
         ("size", output.size(dataset["size_bytes"])), ("sha256", dataset["sha256"]),
         ("columns", columns), ("created", output.timestamp(dataset["created_at"]))])

@@ -74,8 +74,9 @@ class ApiClient:
     # Datasets
 
     def upload_dataset(self, path: Path, *, name: str | None = None,
-                       format: str | None = None) -> Json:
-        fields = {key: value for key, value in (("name", name), ("format", format)) if value}
+                       format: str | None = None, layout: str | None = None) -> Json:
+        fields = {key: value for key, value in (("name", name), ("format", format),
+                                                ("layout", layout)) if value}
         with path.open("rb") as stream:
             return self._json("POST", "/v1/datasets", files={"file": (path.name, stream)},
                               data=fields, timeout=_UPLOAD_TIMEOUT)

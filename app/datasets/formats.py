@@ -23,6 +23,7 @@ from itertools import islice
 from pathlib import Path, PurePath
 from typing import Any
 
+from app.datasets.arrow_files import ARROW_SUFFIXES
 from app.datasets.conll import COLUMNS as CONLL_COLUMNS
 from app.datasets.conll import ConllError, conll_sentences
 from app.datasets.inspection import (
@@ -32,13 +33,17 @@ from app.datasets.inspection import (
     empty_file,
     too_many_columns,
 )
-from app.datasets.parquet import inspect_parquet, preview_parquet
+from app.datasets.parquet import inspect_parquet, parquet_rows
 
-FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "conll")
+# What an upload may be; SQuAD and Arrow uploads are stored converted (app/datasets/intake.py),
+# so the files read back are always of one of the first six.
+FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "conll", "squad", "arrow")
+STORED_FORMATS = FORMATS[:6]
 
 _ALIASES = {"ndjson": "jsonl"}
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-               ".json": "json", ".parquet": "parquet", ".conll": "conll"}
+               ".json": "json", ".parquet": "parquet", ".conll": "conll",
+               **dict.fromkeys(ARROW_SUFFIXES, "arrow")}
 _NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines", "json": "JSON", "parquet": "Parquet",
           "conll": "CoNLL"}
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -69,7 +74,8 @@ def detect_format(filename: str | None, declared: str | None) -> str:
         if fmt in FORMATS:
             return fmt
         raise _unsupported(f"Unsupported dataset format {declared!r}.")
-    fmt = _EXTENSIONS.get(PurePath(filename or "").suffix.lower())
+    name = PurePath(filename or "").name.lower()
+    fmt = next((fmt for suffix, fmt in _EXTENSIONS.items() if name.endswith(suffix)), None)
     if fmt is None:
         shown = repr(filename) if filename else "the upload (it has no file name)"
         raise _unsupported(f"Cannot tell the dataset format of {shown} from its extension; "
@@ -109,19 +115,29 @@ def read_preview(path: Path, fmt: str, limit: int) -> list[dict[str, Any]]:
     floats, bytes text. NaN and infinities become None so that rows serialize as strict JSON.
     A header-only CSV or an empty JSON array gives []; unreadable files raise as in inspect_file.
     """
+    return list(islice(read_rows(path, fmt), limit))
+
+
+def read_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
+    """Every row as a dict, streamed, in the preview's terms."""
     with _reading(path, fmt):
         if fmt == "parquet":
-            return preview_parquet(path, limit)
-        if fmt in _DELIMITERS:
-            return _preview_csv(path, fmt, limit)
-        if fmt == "conll":
-            return list(islice(_conll_rows(path), limit))
-        return list(islice(_json_rows(path, fmt), limit))
+            yield from parquet_rows(path)
+        elif fmt in _DELIMITERS:
+            with closing(_csv_rows(path, fmt, max_columns=None)) as rows:
+                header = next(rows)
+                for fields in rows:
+                    yield {name: value if value.strip() else None
+                           for name, value in zip(header, fields)}
+        elif fmt == "conll":
+            yield from _conll_rows(path)
+        else:
+            yield from _json_rows(path, fmt)
 
 
 @contextmanager
 def _reading(path: Path, fmt: str) -> Iterator[None]:
-    if fmt not in FORMATS:
+    if fmt not in STORED_FORMATS:
         raise _unsupported(f"Unsupported dataset format {fmt!r}.")
     if path.stat().st_size == 0:
         raise empty_file("The file is empty.")
@@ -146,13 +162,6 @@ def _inspect_csv(path: Path, fmt: str, max_columns: int) -> Inspection:
         raise empty_file("The file has a header row but no data rows.")
     return Inspection(count, [ColumnInfo(name, _resolve(seen, "string"))
                               for name, seen in zip(header, kinds)])
-
-
-def _preview_csv(path: Path, fmt: str, limit: int) -> list[dict[str, Any]]:
-    with closing(_csv_rows(path, fmt, max_columns=None)) as rows:
-        header = next(rows)
-        return [{name: value if value.strip() else None for name, value in zip(header, fields)}
-                for fields in islice(rows, limit)]
 
 
 def _csv_rows(path: Path, fmt: str, max_columns: int | None) -> Iterator[list[str]]:
@@ -226,9 +235,15 @@ def _json_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
             yield _object(_loads(line, number - 1), f"Line {number}", number)
 
 
-def _json_array(path: Path) -> list[Any]:
+def read_json_document(path: Path) -> Any:
+    """A JSON file parsed whole, within the size a whole parse may take."""
+    with _reading(path, "json"):
+        return _parsed_whole(path)
+
+
+def _parsed_whole(path: Path) -> Any:
     if path.stat().st_size > _JSON_MAX_BYTES:
-        raise DatasetFormatError(f"A JSON array is read whole, so it may be at most "
+        raise DatasetFormatError(f"A JSON file is read whole, so it may be at most "
                                  f"{_JSON_MAX_BYTES // 1024**2} MiB; this file is larger. Convert "
                                  "it to JSON Lines (.jsonl, one object per line), which has no "
                                  "size limit.", code="dataset_too_large")
@@ -238,8 +253,12 @@ def _json_array(path: Path) -> list[Any]:
         raise _binary(text.count("\n", 0, text.index("\x00")) + 1, "json")
     if not text.strip():
         raise empty_file("The file is empty.")
-    data = _loads(text, 0, extra_data_hint=" If the file has one object per line, it is "
+    return _loads(text, 0, extra_data_hint=" If the file has one object per line, it is "
                   "JSON Lines: name it .jsonl or declare the format 'jsonl'.")
+
+
+def _json_array(path: Path) -> list[Any]:
+    data = _parsed_whole(path)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):

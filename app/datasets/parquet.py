@@ -55,14 +55,12 @@ def _arrow_kind(arrow_type: pa.DataType) -> str:
     return next((kind for test, kind in checks if test(arrow_type)), "string")
 
 
-def preview_parquet(path: Path, limit: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Every row, one batch in memory at a time, as JSON-ready dicts."""
     with _parquet(path) as parquet:
-        for batch in parquet.iter_batches(batch_size=max(1, min(limit, _PARQUET_BATCH_ROWS))):
-            if len(rows) >= limit:
-                break
-            rows.extend(_plain_temporal(batch).to_pylist())
-    return [jsonable(row) for row in rows[:limit]]
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+            for row in _plain_temporal(batch).to_pylist():
+                yield jsonable(row)
 
 
 def _plain_temporal(batch: pa.RecordBatch) -> pa.RecordBatch:

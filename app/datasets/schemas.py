@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ColumnOut(BaseModel):
@@ -17,7 +17,19 @@ class DatasetOut(BaseModel):
     id: str
     project_id: str
     name: str
-    format: str
+    format: str = Field(description="The stored file's format: SQuAD JSON is stored as JSON "
+                                    "Lines, Arrow as Parquet, Alpaca and ShareGPT rewritten as "
+                                    "JSON Lines")
+    source_format: str = Field(description="The uploaded file's format")
+    layout: str = Field(description="What the rows were recognised as: squad, conll, alpaca, "
+                                    "sharegpt, openai-chat, prompt-completion, preference or "
+                                    "tabular (columns as uploaded)")
+    layout_details: dict[str, Any] = Field(
+        description="What reading the layout counted, e.g. SQuAD's unanswerable_questions")
+    fits: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="The tasks the data fits, each with the dataset fields that a job naming "
+                    "none of its task's columns uses")
     filename: str | None
     size_bytes: int
     sha256: str

@@ -10,7 +10,10 @@ from sqlalchemy.orm import Session
 
 from app import idempotency
 from app.auth import Caller
-from app.datasets.formats import DatasetFormatError, detect_format, inspect_file, read_preview
+from app.datasets.fits import task_fits
+from app.datasets.formats import read_preview
+from app.datasets.inspection import DatasetFormatError
+from app.datasets.intake import take_in
 from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.jobs.lifecycle import ACTIVE
@@ -18,15 +21,20 @@ from app.models import Dataset, Job, JobDataset, new_id
 from app.pagination import paginate
 from app.storage import LocalStorage
 
+# The request field an intake problem is about, where it is not the file.
+_REQUEST_FIELDS = {"unsupported_format": "format", "unsupported_layout": "layout"}
+
 
 def create(session: Session, caller: Caller, storage: LocalStorage, *, upload_path: Path,
            filename: str | None,
            size_bytes: int, sha256: str, name: str | None, declared_format: str | None,
+           declared_layout: str | None, max_bytes: int,
            idempotency_key: str | None = None) -> Dataset:
     """Inspect the uploaded file and publish it; the file is removed when it is refused."""
     name = _checked_text(name, "name", 200)
     filename = (filename or "").replace("\x00", "")[-255:] or None
-    digest = idempotency.request_digest(sha256, filename or "", name or "", declared_format or "")
+    digest = idempotency.request_digest(sha256, filename or "", name or "", declared_format or "",
+                                        declared_layout or "")
     try:
         original = idempotency.replayed(session, caller.project_id, "datasets",
                                         idempotency_key, digest)
@@ -37,25 +45,39 @@ def create(session: Session, caller: Caller, storage: LocalStorage, *, upload_pa
         upload_path.unlink(missing_ok=True)
         return get(session, caller, original)
     try:
-        fmt = detect_format(filename, declared_format)
-        inspection = inspect_file(upload_path, fmt)
+        intake = take_in(upload_path, filename, declared_format, declared_layout,
+                         max_bytes=max_bytes)
     except DatasetFormatError as exc:
         upload_path.unlink(missing_ok=True)
-        param = "format" if exc.code == "unsupported_format" else "file"
-        raise InvalidRequest(exc.message, code=exc.code, param=param) from None
-    dataset = Dataset(
-        id=new_id("ds"), project_id=caller.project_id,
-        name=name or filename or "dataset", format=fmt,
-        filename=filename, size_bytes=size_bytes, sha256=sha256,
-        num_rows=inspection.num_rows,
-        columns=[{"name": c.name, "type": c.type} for c in inspection.columns],
-    )
-    session.add(dataset)
-    session.flush()
-    idempotency.remember(session, caller.project_id, "datasets", idempotency_key, digest,
-                         dataset.id)
-    storage.publish_dataset(upload_path, dataset.id, fmt)
+        raise InvalidRequest(exc.message, code=exc.code,
+                             param=_REQUEST_FIELDS.get(exc.code, "file")) from None
+    try:
+        dataset = Dataset(
+            id=new_id("ds"), project_id=caller.project_id,
+            name=name or filename or "dataset", format=intake.format,
+            source_format=intake.source_format, layout=intake.layout,
+            layout_details=intake.details, filename=filename, size_bytes=size_bytes,
+            sha256=sha256, num_rows=intake.inspection.num_rows,
+            columns=[{"name": c.name, "type": c.type} for c in intake.inspection.columns],
+        )
+        session.add(dataset)
+        session.flush()
+        idempotency.remember(session, caller.project_id, "datasets", idempotency_key, digest,
+                             dataset.id)
+        storage.publish_dataset(intake.path, dataset.id, intake.format)
+    finally:  # a conversion not published by now never will be
+        if intake.path != upload_path:
+            intake.path.unlink(missing_ok=True)
     return dataset
+
+
+def fits(dataset: Dataset) -> dict[str, dict[str, Any]]:
+    """The tasks `dataset` fits, with the dataset fields a job on it would use."""
+    return task_fits(dataset.layout, column_types(dataset), dataset.layout_details)
+
+
+def column_types(dataset: Dataset) -> dict[str, str]:
+    return {column["name"]: column["type"] for column in dataset.columns}
 
 
 def get(session: Session, caller: Caller, dataset_id: str) -> Dataset:

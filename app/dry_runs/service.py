@@ -19,6 +19,7 @@ from app.auth import Caller
 from app.config import Settings
 from app.db import transaction
 from app.errors import NotFound
+from app.jobs.dataset_fields import with_dataset_fields
 from app.jobs.service import check_datasets, check_server_caps
 from app.jobs.spec import JobSpec
 from app.models import Dataset, DryRun, utcnow
@@ -32,9 +33,9 @@ def submit(session_factory: sessionmaker[Session], caller: Caller, spec: JobSpec
            settings: Settings) -> DryRun:
     """Store a dry run of `spec` after the checks a job submit makes, and wait for its report
     up to FT_DRY_RUN_WAIT_SECONDS; answers the row, done or not."""
-    spec = spec.resolved()
     # Its own committed transaction: the workers must see the row while the request waits.
     with transaction(session_factory) as session:
+        spec = with_dataset_fields(session, caller, spec).resolved()
         check_server_caps(spec, settings)
         check_datasets(session, caller, spec)
         dry_run = DryRun(project_id=caller.project_id, spec=spec.model_dump(mode="json"),

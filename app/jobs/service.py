@@ -10,6 +10,7 @@ from app.auth import Caller
 from app.config import Settings
 from app.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from app.jobs import lifecycle
+from app.jobs.dataset_fields import layout_hint, project_dataset, with_dataset_fields
 from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.jobs.tasks import columns_read
 from app.jobs.tasks.columns import LABEL, LABEL_KINDS, LABEL_LIST, Column, type_problem
@@ -26,7 +27,6 @@ from app.models import (
     new_id,
 )
 from app.pagination import paginate
-from app.params import is_id
 
 
 def create(session: Session, caller: Caller, spec: JobSpec, enqueue: lifecycle.Enqueue,
@@ -36,7 +36,7 @@ def create(session: Session, caller: Caller, spec: JobSpec, enqueue: lifecycle.E
     original = idempotency.replayed(session, caller.project_id, "jobs", idempotency_key, digest)
     if original is not None:
         return get(session, caller, original)
-    spec = spec.resolved()
+    spec = with_dataset_fields(session, caller, spec).resolved()
     check_server_caps(spec, settings)
     used = check_datasets(session, caller, spec)
     _check_quota(session, caller.project_id, settings.max_active_jobs_per_project)
@@ -80,31 +80,27 @@ def check_datasets(session: Session, caller: Caller, spec: JobSpec) -> dict[str,
     of values the task reads (422 otherwise)."""
     used: dict[str, Dataset] = {}
     for role, dataset_id in spec.dataset.uploaded_ids().items():
-        dataset = session.get(Dataset, dataset_id) if is_id(dataset_id) else None
-        # Even an admin's job reads only its own project's data.
-        if dataset is None or dataset.project_id != caller.project_id:
-            raise InvalidRequest(f"no dataset with id {dataset_id}", code="dataset_not_found",
-                                 param=f"dataset.{role}")
+        dataset = project_dataset(session, caller, dataset_id, role)
         types = {column["name"]: column["type"] for column in dataset.columns}
         for column in columns_read(spec):
             if column.name not in types:
                 raise InvalidRequest(
                     f"column '{column.name}' is not in the {role} dataset {dataset_id}; "
-                    f"its columns are: {', '.join(types)}",
+                    f"its columns are: {', '.join(types)}.{layout_hint(dataset)}",
                     code="column_not_found", param=f"dataset.{column.field}")
             expected = type_problem(column, types[column.name])
             if expected is not None:
-                _refuse_column_type(spec, column, types[column.name], expected, dataset_id)
+                _refuse_column_type(spec, column, types[column.name], expected, dataset)
         used[role] = dataset
     return used
 
 
 def _refuse_column_type(spec: JobSpec, column: Column, found: str, expected: str,
-                        dataset_id: str) -> None:
+                        dataset: Dataset) -> None:
     multi_label_choice = column.kind in (LABEL, LABEL_LIST)
     raise InvalidRequest(
-        f"{spec.task} needs {expected} in '{column.name}'; dataset {dataset_id} holds "
-        f"{found} values there",
+        f"{spec.task} needs {expected} in '{column.name}'; dataset {dataset.id} holds "
+        f"{found} values there.{layout_hint(dataset)}",
         code="invalid_label_column" if column.kind in LABEL_KINDS else "invalid_column_type",
         param="dataset.multi_label" if multi_label_choice else f"dataset.{column.field}")
 

@@ -138,11 +138,13 @@ def test_datasets_upload_ls_show(deployment: Deployment, files: Path, dataset_id
     assert second_id is not None, uploaded.stdout
     assert re.search(r"^rows\s+48$", uploaded.stdout, re.MULTILINE)
     assert "text (string), label (string)" in uploaded.stdout
+    assert re.search(r"^layout\s+tabular$", uploaded.stdout, re.MULTILINE)
+    assert re.search(r"^fits\s+text-classification; ", uploaded.stdout, re.MULTILINE)
 
     listed = json.loads(finetune("datasets", "ls", "--json", **deployment.access).stdout)
     assert [d["id"] for d in listed["data"][:2]] == [second_id.group(1), dataset_id]
     table = finetune("datasets", "ls", "--limit", "1", **deployment.access)
-    assert table.stdout.splitlines()[0].split() == ["id", "name", "format", "rows", "size",
+    assert table.stdout.splitlines()[0].split() == ["id", "name", "layout", "rows", "size",
                                                     "created"]
     assert second_id.group(1) in table.stdout and dataset_id not in table.stdout
     assert "more" in table.stderr

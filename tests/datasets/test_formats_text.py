@@ -9,12 +9,14 @@ import pytest
 
 from app.datasets.formats import (
     FORMATS,
+    STORED_FORMATS,
     ColumnInfo,
     DatasetFormatError,
     detect_format,
     inspect_file,
     read_preview,
 )
+from app.datasets.intake import take_in
 from tests.datasets.helpers import error, types, write
 
 # --- detect_format -----------------------------------------------------------------------
@@ -196,13 +198,23 @@ def test_truncated_character_at_end(tmp_path: Path) -> None:
     assert "byte offset 4" in err.message
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", STORED_FORMATS)
 def test_random_bytes_give_a_clear_error(tmp_path: Path, fmt: str) -> None:
     data = random.Random(7).randbytes(200_000)
     err = error(write(tmp_path, "junk", data), fmt)
     assert err.code in ("dataset_encoding", "dataset_unreadable")
     with pytest.raises(DatasetFormatError):
         read_preview(tmp_path / "junk", fmt, 5)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_random_bytes_are_refused_at_intake_and_leave_nothing(tmp_path: Path, fmt: str) -> None:
+    upload = write(tmp_path, "junk", random.Random(7).randbytes(200_000))
+    with pytest.raises(DatasetFormatError) as caught:
+        take_in(upload, "junk", fmt, None, max_bytes=10**7)
+    assert caught.value.code in ("dataset_encoding", "dataset_unreadable",
+                                 "dataset_invalid_arrow")
+    assert [path.name for path in tmp_path.iterdir()] == ["junk"]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "json"])
@@ -214,7 +226,7 @@ def test_nul_bytes_are_unreadable(tmp_path: Path, fmt: str) -> None:
 
 # --- empty files -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", STORED_FORMATS)
 def test_zero_bytes_is_empty(tmp_path: Path, fmt: str) -> None:
     path = write(tmp_path, "empty", b"")
     assert error(path, fmt).code == "dataset_empty"

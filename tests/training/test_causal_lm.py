@@ -76,6 +76,21 @@ def test_prompt_completion_learns_the_answers(tmp_path: Path, tiny_gpt2: Path,
         assert sample["completion"].split()[0] == COLOURS[topic], samples
 
 
+def test_samples_of_prompts_longer_than_the_model_keep_their_end(tmp_path: Path,
+                                                                 tiny_gpt2: Path,
+                                                                 sink: RecordingSink) -> None:
+    # Alpaca's template alone is about 40 tokens; the tiny model has 128 positions.
+    preamble = "Below is an instruction that describes a task. " * 20
+    rows = [{**row, "prompt": preamble + row["prompt"]} for row in prompt_rows(16)]
+    spec = make_spec("causal-lm", dataset={"prompt_column": "prompt",
+                                           "completion_column": "completion"},
+                     hyperparameters={"max_steps": 2})
+    run_training(spec, data_files(write_rows(tmp_path / "train.jsonl", rows)), str(tiny_gpt2),
+                 tmp_path / "out", events=sink)
+    samples = json.loads((tmp_path / "out" / "model" / "samples.json").read_text())
+    assert len(samples) == 3 and samples[0]["prompt"].startswith(preamble)
+
+
 @pytest.mark.parametrize("completion_only", [True, False])
 def test_the_prompt_is_left_out_of_the_loss_on_request(tiny_gpt2: Path,
                                                        completion_only: bool) -> None:

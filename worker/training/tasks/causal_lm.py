@@ -193,12 +193,16 @@ def samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     else:
         prompts = [" ".join(text.split()[:max(1, len(text.split()) // 2)])
                    for text in rows[spec.dataset.text_column]]
+    # A long prompt keeps its end, which leads into the completion, within what training saw.
+    room = max(1, model_length(tokenizer, spec.hyperparameters.max_seq_length)
+               - SAMPLE_NEW_TOKENS)
     model.eval()
     written = []
     with torch.no_grad():
         for prompt in prompts:
             inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-            inputs = inputs.to(model.device)
+            inputs = {name: values[:, -room:].to(model.device)
+                      for name, values in inputs.items()}
             output = model.generate(**inputs, max_new_tokens=SAMPLE_NEW_TOKENS,
                                     do_sample=False, pad_token_id=tokenizer.pad_token_id)
             new_tokens = output[0][inputs["input_ids"].shape[1]:]
