@@ -266,10 +266,12 @@ def test_no_heavy_imports(tmp_path: Path) -> None:
         import sys
         from pathlib import Path
         from app.datasets.formats import inspect_file, read_preview
+        from app.datasets.intake import take_in
         for name, fmt in [("d.csv", "csv"), ("d.jsonl", "jsonl"), ("d.parquet", "parquet")]:
             path = Path({str(tmp_path)!r}) / name
             inspect_file(path, fmt)
             print(read_preview(path, fmt, 5))
+            take_in(path, name, None, None, max_bytes=10**8)
         heavy = {{"pandas", "torch", "transformers", "datasets"}} & set(sys.modules)
         assert not heavy, heavy
     """)
