@@ -98,7 +98,8 @@ def parameter_count(parameter: nn.Parameter) -> int:
     """How many weights `parameter` holds: a 4-bit parameter stores two in each byte, packed
     into a column, and its quantization state keeps the real shape."""
     quant_state = getattr(parameter, "quant_state", None)
-    return quant_state.shape.numel() if quant_state is not None else parameter.numel()
+    return (int(torch.Size(quant_state.shape).numel()) if quant_state is not None
+            else parameter.numel())
 
 
 def is_quantizable_layer(name: str, module: nn.Module) -> bool:

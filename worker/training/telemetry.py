@@ -37,6 +37,7 @@ from transformers.pytorch_utils import Conv1D
 
 from worker.training.events import EventSink
 from worker.training.hardware import Hardware, detect, peak_flops
+from worker.training.quantization import parameter_count
 
 # What the Trainer adds to every log when it counts tokens: its cumulative tokens/s over wall
 # time, evaluations included. The telemetry's own figures replace them in the metric series.
@@ -68,9 +69,7 @@ def matmul_weights(model: nn.Module) -> MatmulWeights:
         if not isinstance(module, nn.Linear | Conv1D) or id(module.weight) in seen:
             continue
         seen.add(id(module.weight))  # a tied language head shares its matrix
-        quant_state = getattr(module.weight, "quant_state", None)
-        count = (int(torch.Size(quant_state.shape).numel()) if quant_state is not None
-                 else module.weight.numel())
+        count = parameter_count(module.weight)
         forward += count
         if module.weight.requires_grad:
             trainable += count
