@@ -24,6 +24,7 @@ from app.db import transaction
 from app.hashing import sha256_of
 from app.jobs import lifecycle
 from app.models import Checkpoint, Job, JobAttempt, MetricPoint
+from worker.training.distributed import any_rank, is_main_rank, wait_for_all_ranks
 from worker.training.events import EventSink
 
 KEEP_LATEST = 2
@@ -58,6 +59,7 @@ class CheckpointKeeper(TrainerCallback):
                     control: TrainerControl, **kwargs: Any) -> None:
         due = (self.every_seconds is not None
                and time.monotonic() - self.last_save >= self.every_seconds)
+        due, self.stop_requested = any_rank([due, self.stop_requested], args.device)
         if due or self.stop_requested:
             control.should_save = True
         if self.stop_requested:
@@ -71,6 +73,14 @@ class CheckpointKeeper(TrainerCallback):
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                 **kwargs: Any) -> None:
+        # Every rank writes its part (its RNG state, say) before the main rank records it.
+        wait_for_all_ranks()
+        if is_main_rank():
+            self._keep(args, state)
+        self.last_save = time.monotonic()
+        wait_for_all_ranks()
+
+    def _keep(self, args: TrainingArguments, state: TrainerState) -> None:
         written = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not written.is_dir():
             return
@@ -84,7 +94,6 @@ class CheckpointKeeper(TrainerCallback):
         if not self._record(step, manifest):
             # Unrecorded, it would never be resumed from: do not keep it either.
             shutil.rmtree(target, ignore_errors=True)
-        self.last_save = time.monotonic()
 
     def _record(self, step: int, manifest: dict[str, str]) -> bool:
         """Record the checkpoint, waiting out a short database outage; training goes on."""

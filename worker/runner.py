@@ -22,6 +22,8 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
+from worker.training.distributed import is_distributed, is_main_rank
+
 OUTCOME_FILE = "outcome.json"
 # torch's CPU allocator raises a plain RuntimeError with this when the host has no memory
 # left for a tensor (a strict overcommit policy, an address-space limit).
@@ -62,7 +64,7 @@ def run_standalone(spec_path: Path, out: Path) -> int:
     from worker.catalog import resolve_model
     from worker.training.data import DataFile, DataFiles, format_from_suffix
     from worker.training.errors import TrainingError
-    from worker.training.events import PrintSink
+    from worker.training.events import PrintSink, SilentSink
     from worker.training.trainer import run_training
 
     spec = JobSpec.model_validate_json(spec_path.read_text()).resolved()
@@ -71,12 +73,13 @@ def run_standalone(spec_path: Path, out: Path) -> int:
     try:
         metrics = run_training(spec, DataFiles(**files),
                                resolve_model(spec.model, get_settings().models_dir), out,
-                               events=PrintSink())
+                               events=PrintSink() if is_main_rank() else SilentSink())
     except TrainingError as exc:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message,
                                     "hint": exc.hint}}), file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(metrics, indent=2))
+    if is_main_rank():
+        print(json.dumps(metrics, indent=2))
     return 0
 
 
@@ -108,20 +111,27 @@ def run_standby() -> int:
 def run_job(job_id: str, attempt: int) -> NoReturn:
     from app.config import get_settings
     from app.db import make_engine, make_session_factory
+    from app.processes import die_with_parent
     from app.storage import LocalStorage
 
+    if is_distributed():
+        # torchrun starts each rank in a session of its own, out of the reach of a stop sent
+        # to torchrun's group: a rank must not outlive it.
+        die_with_parent(signal.SIGKILL)()
     settings = get_settings()
     storage = LocalStorage(settings.storage_dir)
     work_dir = storage.job_work_dir(job_id)
     work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / OUTCOME_FILE).unlink(missing_ok=True)
+    if is_main_rank():
+        (work_dir / OUTCOME_FILE).unlink(missing_ok=True)
     engine = make_engine(settings.database_url)
     try:
         outcome, code = _train_job(job_id, attempt, settings, make_session_factory(engine),
                                    storage)
     finally:
         engine.dispose()
-    _write_outcome(work_dir, outcome)
+    if outcome is not None and is_main_rank():
+        _write_outcome(work_dir, outcome)
     sys.stdout.flush()
     sys.stderr.flush()
     # Everything is saved and reported; skip the interpreter's slow teardown of torch.
@@ -129,36 +139,47 @@ def run_job(job_id: str, attempt: int) -> NoReturn:
 
 
 def _train_job(job_id: str, attempt: int, settings: Any, session_factory: Any,
-               storage: Any) -> tuple[dict[str, Any], int]:
+               storage: Any) -> tuple[dict[str, Any] | None, int]:
+    """The attempt's outcome and exit status; no outcome when a rank of a multi-device job
+    broke (the supervisor then retries the attempt, as for a crash)."""
     from worker.catalog import resolve_model
     from worker.checkpoints import CheckpointKeeper, JobInterrupted, mark_resumed, resume_point
     from worker.reporting import DatabaseReporter
     from worker.training.errors import OutOfMemory, TrainingError
+    from worker.training.events import SilentSink
     from worker.training.trainer import run_training
 
     work_dir = storage.job_work_dir(job_id)
-    reporter = DatabaseReporter(session_factory, job_id, attempt,
-                                settings.progress_interval_seconds)
+    # Every rank trains; the main one reports.
+    reporter = (DatabaseReporter(session_factory, job_id, attempt,
+                                 settings.progress_interval_seconds) if is_main_rank() else None)
     try:
         spec, files = _load_job(job_id, attempt, session_factory, storage)
         keeper = CheckpointKeeper(session_factory, job_id, work_dir / "checkpoints",
                                   None if spec.checkpoint_steps else settings.checkpoint_seconds)
         # A deploy's or a timeout's SIGTERM: save a checkpoint at the end of this step, stop.
         signal.signal(signal.SIGTERM, lambda *_: keeper.request_stop())
-        shutil.rmtree(work_dir / "trainer", ignore_errors=True)  # an earlier attempt's partials
-        resume = resume_point(session_factory, job_id, work_dir / "checkpoints", reporter)
-        if resume is not None:
+        if is_main_rank():
+            shutil.rmtree(work_dir / "trainer", ignore_errors=True)  # earlier partials
+        events = reporter or SilentSink()
+        resume = resume_point(session_factory, job_id, work_dir / "checkpoints", events)
+        if resume is not None and reporter is not None:
             mark_resumed(session_factory, job_id, resume[1])
             reporter.event("resumed", f"Resumed from step {resume[1]}", {"step": resume[1]})
         metrics = run_training(spec, files, resolve_model(spec.model, settings.models_dir),
-                               work_dir, events=reporter, callbacks=[reporter, keeper],
+                               work_dir, events=events,
+                               callbacks=[reporter, keeper] if reporter else [keeper],
                                resume_from=resume[0] if resume else None)
         return {"status": "succeeded", "metrics": metrics}, 0
     except BaseException as exc:  # the child reports every ending, then exits
-        if reporter.cancel_requested:
+        if reporter is not None and reporter.cancel_requested:
             return {"status": "cancelled"}, EXIT_CANCELLED
         if isinstance(exc, JobInterrupted):
             return {"status": "interrupted"}, EXIT_INTERRUPTED
+        if is_distributed() and not isinstance(exc, TrainingError):
+            # A rank that died takes the others' collectives down with it.
+            traceback.print_exc()
+            return None, EXIT_FAILED
         if isinstance(exc, MemoryError) or _CPU_ALLOCATION_FAILED in str(exc):
             exc = OutOfMemory(f"the trainer ran out of host memory ({type(exc).__name__}: "
                               f"{str(exc)[:300]})")

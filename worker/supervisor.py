@@ -31,11 +31,11 @@ from app.config import Settings
 from app.db import transaction
 from app.error_codes import is_retryable
 from app.jobs import lifecycle
-from app.jobs.spec import SPEC_VERSION
+from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.models import Artifact, Job, JobStatus
 from app.processes import die_with_parent
 from app.storage import LocalStorage
-from worker.memory_cap import gib, group_memory_bytes
+from worker.memory_cap import gib, tree_memory_bytes
 from worker.runner import OUTCOME_FILE
 from worker.standby import StandbyTrainer, trainer_env
 
@@ -106,7 +106,10 @@ class JobSupervisor:
         (work_dir / OUTCOME_FILE).unlink(missing_ok=True)
         oom_kills_before = _oom_kill_count()
         started = time.monotonic()
-        child = self.standby.take(self.job_id, lease.attempt) or self._spawn(lease.attempt)
+        ranks = self._ranks()
+        # The standby trainer is one process: a job on several devices starts torchrun.
+        child = ((self.standby.take(self.job_id, lease.attempt) if ranks == 1 else None)
+                 or self._spawn(lease.attempt, ranks))
         run = self._watch(child, lease)
         run.returncode = child.returncode
         run.runtime_seconds = time.monotonic() - started
@@ -116,12 +119,22 @@ class JobSupervisor:
                           and _oom_kill_count() > oom_kills_before)
         return run
 
-    def _spawn(self, attempt: int) -> subprocess.Popen[bytes]:
+    def _ranks(self) -> int:
+        job = self._job()
+        try:
+            return JobSpec.from_stored(job.spec, job.spec_version).compute.gpus if job else 1
+        except ValueError:  # the trainer reports a spec it cannot read
+            return 1
+
+    def _spawn(self, attempt: int, ranks: int) -> subprocess.Popen[bytes]:
+        runner = ["-m", "worker.runner", "--job-id", self.job_id, "--attempt", str(attempt)]
+        # torchrun forwards a stop's SIGTERM to every rank and reports the first to fail.
+        launcher = (["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
+                    if ranks > 1 else [])
         with self.storage.job_log_path(self.job_id).open("ab") as log:
-            # Argv is sys.executable, a module, a job id and a number.
+            # Argv is sys.executable, modules, a job id and numbers.
             return subprocess.Popen(  # nosec B603
-                [sys.executable, "-m", "worker.runner", "--job-id", self.job_id,
-                 "--attempt", str(attempt)],
+                [sys.executable, *launcher, *runner],
                 stdout=log, stderr=subprocess.STDOUT, env=trainer_env(), start_new_session=True,
                 # A trainer whose worker is gone must not train beside the next attempt.
                 preexec_fn=die_with_parent(signal.SIGKILL))
@@ -163,7 +176,7 @@ class JobSupervisor:
         cap = self.settings.trainer_memory_bytes
         if cap is None or run.over_memory_cap is not None:
             return
-        used = group_memory_bytes(child.pid)
+        used = tree_memory_bytes(child.pid)
         if used > cap:
             logger.warning("job %s: the trainer holds %s, over the cap of %s; killing it",
                            self.job_id, gib(used), gib(cap))

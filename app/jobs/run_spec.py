@@ -17,6 +17,7 @@ EvalStrategy = Literal["no", "steps", "epoch"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
 Quantization = Literal["none", "8bit", "4bit"]
+Distributed = Literal["auto", "ddp"]
 
 
 class Hyperparameters(Strict):
@@ -113,6 +114,15 @@ class Compute(Strict):
                                     "has it on a GPU, else sdpa where the model has it, else "
                                     "eager")
     compile: bool = Field(default=False, description="torch.compile the model")
+    gpus: int = Field(
+        default=1, ge=1, le=64,
+        description="Devices the job trains on, one process (rank) each, started by torchrun: "
+                    "data parallel, each rank taking `batch_size` rows a step, so the effective "
+                    "batch is batch_size x gpus x gradient_accumulation_steps. On a worker "
+                    "without GPUs the ranks are CPU processes (the gloo backend)")
+    distributed: Distributed = Field(
+        default="auto", description="How several ranks share the work: 'ddp' (each holds the "
+                                    "whole model, gradients are averaged); 'auto': ddp")
     length_grouping: Literal["auto"] | bool = Field(
         default="auto", description="Batch rows of similar length together, so that a batch "
                                     "pads less; 'auto': on for tasks whose rows vary in length")

@@ -17,7 +17,8 @@ def test_defaults_are_stored_with_the_job(api: TestClient, tmp_path: Path) -> No
     assert job.status_code == 201, job.text
     assert job.json()["spec"]["compute"] == {
         "precision": "auto", "gradient_checkpointing": False, "attention": "auto",
-        "compile": False, "length_grouping": "auto", "packing": "auto"}
+        "compile": False, "length_grouping": "auto", "packing": "auto", "gpus": 1,
+        "distributed": "auto"}
 
 
 @pytest.mark.parametrize(("compute", "code", "param"), [

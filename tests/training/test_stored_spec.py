@@ -96,6 +96,7 @@ def test_a_job_stored_at_version_1_trains_and_succeeds(tmp_path: Path, model_cat
             session.add(project)
             session.flush()
             dataset = Dataset(project_id=project.id, name="train.csv", format="csv",
+                              source_format="csv", layout="tabular", layout_details={},
                               size_bytes=0, sha256="0" * 64, num_rows=40,
                               columns=[{"name": "text"}, {"name": "label"}])
             session.add(dataset)

@@ -26,6 +26,7 @@ from transformers import (
 
 from app.jobs.spec import EarlyStopping
 from app.jobs.tasks.declaration import greater_is_better
+from worker.training.distributed import is_main_rank, wait_for_all_ranks
 from worker.training.events import EventSink
 
 _WEIGHTS = "model.safetensors"
@@ -67,9 +68,11 @@ class BestModelKeeper(TrainerCallback):
             {name: number for name, number in (metrics or {}).items()
              if name.startswith("eval_") and isinstance(number, int | float)
              and math.isfinite(number)}))
-        if finite is not None and self._improves(finite, best) and model is not None:
-            self._save_weights(model)
-        self._store()
+        if is_main_rank():  # the ranks hold the same weights; one writes them
+            if finite is not None and self._improves(finite, best) and model is not None:
+                self._save_weights(model)
+            self._store()
+        wait_for_all_ranks()
         waited = self.evaluations_without_improvement
         if self.early_stopping is not None and waited >= self.early_stopping.patience:
             control.should_training_stop = True

@@ -70,6 +70,10 @@ class ResolvedCompute:
     packing: bool
     # As TrainingArguments' `optim` names it.
     optimizer: str
+    # Data-parallel processes (one per device), and the rows each optimizer step takes in all.
+    ranks: int
+    distributed: str
+    effective_batch_size: int
     # Why each 'auto' became what it did, by field.
     reasons: dict[str, str] = field(default_factory=dict)
 
@@ -109,6 +113,8 @@ class ResolvedCompute:
             "use_cpu": self.device == "cpu",
             # Pinned memory only speeds up copies to a GPU; without one torch warns every epoch.
             "dataloader_pin_memory": self.device == "cuda",
+            # Ranks on a CPU talk over gloo; GPUs use the default, NCCL.
+            **({"ddp_backend": "gloo"} if self.ranks > 1 and self.device == "cpu" else {}),
         }
 
 
@@ -127,6 +133,8 @@ def resolve_compute(spec: JobSpec, hardware: Hardware, model: ModelTraits, *,
     length_grouping, reasons["length_grouping"] = _length_grouping(
         spec, rows_vary_in_length and not packing, train_rows)
     optimizer, reasons["optimizer"] = _optimizer(spec.hyperparameters.optimizer, hardware)
+    distributed, reasons["distributed"] = _distributed(compute.gpus, hardware)
+    hyper = spec.hyperparameters
     asked = {name for name, value in compute.model_dump().items() if value != "auto"}
     return ResolvedCompute(
         device=hardware.device, device_name=hardware.name, precision=precision,
@@ -134,7 +142,20 @@ def resolve_compute(spec: JobSpec, hardware: Hardware, model: ModelTraits, *,
         tf32=hardware.tf32 and compute.precision != "fp32", attention=attention,
         gradient_checkpointing=compute.gradient_checkpointing, compile=compute.compile,
         length_grouping=length_grouping, packing=packing, optimizer=optimizer,
+        ranks=compute.gpus, distributed=distributed,
+        effective_batch_size=hyper.batch_size * compute.gpus * hyper.gradient_accumulation_steps,
         reasons={name: why for name, why in reasons.items() if name not in asked})
+
+
+def _distributed(ranks: int, hardware: Hardware) -> tuple[str, str]:
+    if ranks == 1:
+        return "none", "one device"
+    if hardware.device == "cuda" and torch.cuda.device_count() < ranks:
+        raise InvalidSpec(f"compute.gpus is {ranks}, and this worker has "
+                          f"{torch.cuda.device_count()} GPUs",
+                          hint="Ask for at most as many GPUs as the workers have.")
+    where = "GPUs" if hardware.device == "cuda" else "CPU processes (gloo)"
+    return "ddp", f"{ranks} data-parallel ranks on {where}"
 
 
 def packed_rows_collator(compute: ResolvedCompute) -> DataCollatorWithFlattening:

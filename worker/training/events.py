@@ -17,3 +17,10 @@ class PrintSink:
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         print(json.dumps({"event": kind, "message": message, "data": data or {}}),
               file=sys.stderr, flush=True)
+
+
+class SilentSink:
+    """No events: a rank of a multi-device job other than the main one, which reports."""
+
+    def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        return None

@@ -37,6 +37,7 @@ from app.jobs.spec import JobSpec
 from worker.training.best_model import BestModelKeeper
 from worker.training.compute import ResolvedCompute, in_order_evaluation, packed_rows_collator
 from worker.training.data import DataFiles, PreparedData, first_line, prepare_data
+from worker.training.distributed import is_main_rank, rank, wait_for_all_ranks
 from worker.training.errors import OutOfMemory
 from worker.training.events import EventSink
 from worker.training.lora import save_adapter_and_merged
@@ -64,7 +65,8 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
     spec = spec.resolved()
     set_seed(spec.hyperparameters.seed)
     _quiet_progress_bars()
-    cache_dir = output_dir / "cache"
+    # Each rank maps its data into its own cache: one rank must not delete another's.
+    cache_dir = output_dir / ("cache" if is_main_rank() else f"cache-rank-{rank()}")
     try:
         recipe = recipe_for(spec)
         prepared = prepare_data(spec, data, cache_dir=cache_dir, events=events)
@@ -103,14 +105,17 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
                                              prepared.label_names, events)
         metrics = json_safe(metrics)
         recipe.finish(trainer.model, spec)
-        extra: dict[str, Any] = {}
-        if recipe.samples is not None:
-            extra["samples.json"] = recipe.samples(trainer.model, tokenizer, prepared, spec)
-            events.event("samples", f"what the model writes for {len(extra['samples.json'])} "
-                                    "held-out inputs", {"samples": extra["samples.json"]})
         model_dir = output_dir / MODEL_FOLDER
-        _save_model_folder(trainer, built, model_dir, metrics,
-                           _model_card(spec, recipe, prepared, metrics, compute), extra)
+        if is_main_rank():  # the ranks end with the same weights; one writes them
+            extra: dict[str, Any] = {}
+            if recipe.samples is not None:
+                extra["samples.json"] = recipe.samples(trainer.model, tokenizer, prepared, spec)
+                events.event("samples", f"what the model writes for "
+                                        f"{len(extra['samples.json'])} held-out inputs",
+                             {"samples": extra["samples.json"]})
+            _save_model_folder(trainer, built, model_dir, metrics,
+                               _model_card(spec, recipe, prepared, metrics, compute), extra)
+        wait_for_all_ranks()
     except (torch.OutOfMemoryError, MemoryError) as exc:
         where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "host"
         raise OutOfMemory(f"out of {where} memory: {first_line(exc)}") from exc
