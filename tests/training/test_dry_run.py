@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.jobs.spec import Hyperparameters
 from tests.factories import (
     entity_rows,
     multi_label_rows,
@@ -21,7 +22,7 @@ from tests.factories import (
     write_rows,
 )
 from tests.training.helpers import RecordingSink, data_files, make_spec
-from worker.training.dry_run import batched_tokens, dry_run
+from worker.training.dry_run import batched_tokens, dry_run, training_steps
 from worker.training.model import load_model
 from worker.training.trainer import run_training
 
@@ -206,3 +207,12 @@ def test_batches_are_counted_with_their_padding() -> None:
     assert batched_tokens(lengths, 16, grouped=False, packed=True, seed=42) == lengths.sum()
     assert lengths.sum() < grouped < 1.1 * lengths.sum() < shuffled
     assert shuffled == batched_tokens(lengths, 16, grouped=False, packed=False, seed=42)
+
+
+def test_steps_count_each_ranks_share_of_the_rows() -> None:
+    hyper = Hyperparameters(batch_size=8, epochs=2, gradient_accumulation_steps=2)
+    # 41 rows over 2 ranks: 21 each (one repeated), 3 batches, 2 optimizer steps an epoch.
+    steps = training_steps(41, hyper, 2)
+    assert (steps["batches_per_epoch"], steps["steps_per_epoch"], steps["total_steps"]) == \
+        (3, 2, 4)
+    assert steps["effective_batch_size"] == 32 and steps["ranks"] == 2

@@ -130,7 +130,7 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
             f"Raise hyperparameters.max_seq_length (the model takes up to "
             f"{tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 'any'}), "
             "or shorten the texts."))
-    report["steps"] = training_steps(len(splits["train"]), hyper)
+    report["steps"] = training_steps(len(splits["train"]), hyper, spec.compute.gpus)
 
     counts = built.parameters
     report["parameters"] = {"total": counts.total, "trainable": counts.trainable,
@@ -148,11 +148,12 @@ def _inspect(spec: JobSpec, data_files: DataFiles, model_source: str, cache_dir:
     report["time"] = _time_estimate(spec, built, feature_lengths, report["steps"])
 
 
-def training_steps(train_rows: int, hyper: Hyperparameters) -> dict[str, Any]:
+def training_steps(train_rows: int, hyper: Hyperparameters, ranks: int) -> dict[str, Any]:
     """Optimizer steps as transformers' Trainer counts them (`set_initial_training_values`):
     one per `gradient_accumulation_steps` batches, a partial group at an epoch's end counting
-    as one, and `max_steps`, when set, overriding the epochs."""
-    batches = math.ceil(train_rows / hyper.batch_size)
+    as one, and `max_steps`, when set, overriding the epochs. With several ranks, each takes
+    an equal share of the rows (the distributed sampler repeats a few to even them out)."""
+    batches = math.ceil(math.ceil(train_rows / ranks) / hyper.batch_size)
     per_epoch = max(math.ceil(batches / hyper.gradient_accumulation_steps), 1)
     total = (hyper.max_steps if hyper.max_steps is not None
              else math.ceil(hyper.epochs * per_epoch))
@@ -162,7 +163,8 @@ def training_steps(train_rows: int, hyper: Hyperparameters) -> dict[str, Any]:
     return {"train_features": train_rows, "batches_per_epoch": batches,
             "steps_per_epoch": per_epoch, "total_steps": total,
             "epochs": round(total / per_epoch, 4), "warmup_steps": warmup,
-            "effective_batch_size": hyper.batch_size * hyper.gradient_accumulation_steps}
+            "ranks": ranks,
+            "effective_batch_size": hyper.batch_size * ranks * hyper.gradient_accumulation_steps}
 
 
 def _dataset_report(spec: JobSpec, prepared: PreparedData) -> dict[str, Any]:
@@ -348,7 +350,9 @@ def _time_estimate(spec: JobSpec, built: BuiltModel, feature_lengths: np.ndarray
         "peak_flops_per_second": peak, "utilization_assumed": utilization, "estimate": True}
     if peak is None:  # a GPU whose peak is not known: no figure rather than a guess
         return {**report, "seconds_per_epoch": None, "seconds_total": None}
-    per_epoch = flops / (peak * utilization)
+    # GPUs share an epoch's work; CPU ranks share the same cores, which the peak already is.
+    devices = spec.compute.gpus if hardware.device == "cuda" else 1
+    per_epoch = flops / (peak * utilization * devices)
     epochs = steps["total_steps"] / steps["steps_per_epoch"]
     return {**report, "seconds_per_epoch": round(per_epoch, 3),
             "seconds_total": round(per_epoch * epochs, 3)}
