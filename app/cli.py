@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="run a worker (one per GPU)").set_defaults(handler=_worker)
     commands.add_parser("migrate", help="migrate the database to the current schema") \
         .set_defaults(handler=_migrate)
-    up = commands.add_parser("up", help="run the API and a worker together on this machine")
+    commands.add_parser("webhooks", help="run a webhook dispatcher (any number on PostgreSQL, "
+                                         "one on SQLite)").set_defaults(handler=_webhooks)
+    up = commands.add_parser("up", help="run the API, a worker and the webhook dispatcher "
+                                        "together on this machine")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.set_defaults(handler=_up)
@@ -73,6 +76,12 @@ def _worker(_: argparse.Namespace) -> int:
     # reach it directly), because app/ never imports worker/: a base install ships it but
     # cannot run it.
     os.execv(command[0], command)  # nosec B606
+
+
+def _webhooks(_: argparse.Namespace) -> int:
+    from app.webhooks.dispatcher import run_dispatcher
+
+    return run_dispatcher(get_settings())
 
 
 def _up(args: argparse.Namespace) -> int:

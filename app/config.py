@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +36,11 @@ class Settings(BaseSettings):
     api_key_file: Path = Field(default=Path(DEFAULT_API_KEY_FILE),
                                description="Where `finetune up` keeps the key it made for the "
                                            "CLI (mode 0600); the CLI reads it from there")
+    public_url: str | None = Field(
+        default=None, description="The URL clients reach the API at (https://ft.example.com), "
+                                  "named as the server in the OpenAPI document that Postman "
+                                  "imports and Swagger UI calls; default: the URL the "
+                                  "document is fetched from")
     api_db_connections: int = Field(
         default=20, ge=1, le=1000,
         description="Database connections of one API process, and as many threads for its "
@@ -85,6 +92,37 @@ class Settings(BaseSettings):
                                          description="A dry run claimed this long ago and not "
                                                      "answered is taken over by another worker")
 
+    webhook_allow_private: bool = Field(
+        default=False, description="Webhooks may go to loopback, private (RFC 1918, unique "
+                                   "local) and shared addresses, over http too; link-local "
+                                   "addresses (cloud metadata) still need "
+                                   "FT_WEBHOOK_ALLOWED_NETWORKS")
+    webhook_allowed_networks: str = Field(
+        default="", description="Comma-separated networks (10.20.0.0/16, ::1/128) that webhooks "
+                                "may reach although they are not public, over http too")
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="How long one webhook attempt may take")
+    webhook_retry_first_seconds: float = Field(
+        default=5.0, gt=0, description="Wait before the second attempt; each later wait is "
+                                       "five times the one before, up to the cap, with jitter")
+    webhook_retry_max_seconds: float = Field(
+        default=4 * 3600.0, gt=0, description="Longest wait between two webhook attempts")
+    webhook_retry_window_seconds: float = Field(
+        default=24 * 3600.0, gt=0, description="A webhook is retried until it is delivered or "
+                                               "its event is this old; then it is given up")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query \
+                or parts.fragment:
+            raise ValueError("FT_PUBLIC_URL must be an http:// or https:// URL such as "
+                             "https://ft.example.com or https://example.com/finetune")
+        return value.rstrip("/")
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -92,6 +130,12 @@ class Settings(BaseSettings):
         for prefix in ("postgresql://", "postgres://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix):]
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _webhook_networks(cls, value: str) -> str:
+        _networks(value)
         return value
 
     @model_validator(mode="after")
@@ -110,6 +154,10 @@ class Settings(BaseSettings):
     def migrate_on_start(self) -> bool:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
 
+    @property
+    def webhook_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return _networks(self.webhook_allowed_networks)
+
     def prepare_local_dirs(self) -> None:
         """Create the folders that SQLite files and the local store live in."""
         for url in (self.database_url, self.broker_url):
@@ -117,6 +165,15 @@ class Settings(BaseSettings):
             if sqlite_path and sqlite_path != ":memory:":
                 Path(sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _networks(listed: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item.strip()) for item in listed.split(",")
+                     if item.strip())
+    except ValueError as error:
+        raise ValueError(f"FT_WEBHOOK_ALLOWED_NETWORKS: {error} (write networks such as "
+                         "10.20.0.0/16 or ::1/128, separated by commas)") from None
 
 
 @lru_cache

@@ -1,4 +1,5 @@
-"""`finetune up`: the API and a worker on one machine, as one process tree that stops cleanly."""
+"""`finetune up`: the API, a worker and the webhook dispatcher on one machine, as one process
+tree that stops cleanly."""
 
 from __future__ import annotations
 
@@ -38,10 +39,14 @@ def run_up(settings: Settings, host: str, port: int) -> int:
     logs = settings.storage_dir.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     api = [sys.executable, "-m", "app.cli", "api", "--host", host, "--port", str(port)]
-    children = {"api": _spawn(api, logs / "api.log"), "worker": _spawn(worker, logs / "worker.log")}
-    print(f"finetune is up: API on http://{host}:{port} (docs at /docs), one worker.\n"
+    webhooks = [sys.executable, "-m", "app.cli", "webhooks"]
+    children = {"api": _spawn(api, logs / "api.log"), "worker": _spawn(worker, logs / "worker.log"),
+                "webhooks": _spawn(webhooks, logs / "webhooks.log")}
+    print(f"finetune is up: API on http://{host}:{port} (docs at /docs), one worker, the "
+          f"webhook dispatcher.\n"
           f"  database {settings.database_url}\n  broker   {settings.broker_url}\n"
-          f"  storage  {settings.storage_dir}\n  logs     {logs}/api.log, {logs}/worker.log\n"
+          f"  storage  {settings.storage_dir}\n"
+          f"  logs     {logs}/api.log, {logs}/worker.log, {logs}/webhooks.log\n"
           "Ctrl-C stops everything.", flush=True)
     stopping: list[int] = []
 

@@ -32,9 +32,12 @@ from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
 from app.metrics import HttpMetrics
 from app.metrics import router as metrics_router
+from app.openai_compat.router import router as openai_router
+from app.openapi_doc import install as install_openapi
 from app.params import reject_unknown_query_parameters
 from app.ratelimit import make_rate_limiter
 from app.storage import LocalStorage
+from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("finetune.api")
 
@@ -81,18 +84,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Submit fine-tuning jobs, follow them, download the models.")
     app.include_router(health_router)
     app.include_router(metrics_router)
+    # Outside the loop below: it authenticates in its own way and answers OpenAI's errors,
+    # and its list filters (`metadata[key]`) are query parameters no schema names.
+    app.include_router(openai_router)
     # Every /v1 route authenticates its caller first (routes reuse the same, cached, caller),
     # so each can answer these.
     for router in (datasets_router, jobs_router, dry_runs_router, artifacts_router,
-                   keys_router):
+                   keys_router, webhooks_router):
         app.include_router(router, responses=error_responses(401, 403, 422, 429),
                            dependencies=[Depends(authenticate),
                                          Depends(reject_unknown_query_parameters)])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes,
-                       streamed=frozenset({("POST", "/v1/datasets")}))
+                       streamed=frozenset({("POST", "/v1/datasets"), ("POST", "/v1/files")}))
     # Outermost: it counts and times every answer, the body-size refusals included.
     app.add_middleware(HttpMetrics)
     _install_error_handlers(app)
+    install_openapi(app, settings.public_url)
     return app
 
 

@@ -1,4 +1,5 @@
-"""ORM classes: projects and their API keys, datasets, jobs, their events, metrics, artifacts."""
+"""ORM classes: projects and their API keys, datasets, jobs, their events, metrics, artifacts,
+and the projects' webhook endpoints with their deliveries."""
 
 from __future__ import annotations
 
@@ -299,3 +300,76 @@ class DryRun(Base):
     claimed_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """A project's URL that receives its jobs' events, signed as Standard Webhooks says."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True,
+                                    default=lambda: new_id("wh"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[list[Any]] = mapped_column()
+    description: Mapped[str | None] = mapped_column(String(500))
+    # "whsec_" and the base64 key: kept as it is, since every delivery is signed with it.
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryStatus(StrEnum):
+    """A webhook delivery: pending until delivered (succeeded) or given up (failed)."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the outbox row, written in the transaction that recorded
+    the event, kept until it is delivered or given up; its id is the `webhook-id` header."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_endpoint_id_created_at", "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True,
+                                    default=lambda: new_id("msg"))
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"),
+                                               index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    # The JSON sent, byte for byte the same at every attempt (the signature covers it).
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # a DeliveryStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A dispatcher sending it holds it until then; one that dies mid-send lets it go.
+    claimed_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class WebhookAttempt(Base):
+    """One try at sending a delivery: the answer's status or the error, and how long it took."""
+
+    __tablename__ = "webhook_attempt"
+    __table_args__ = (UniqueConstraint("delivery_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_delivery.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # None until the attempt ends (or its dispatcher is found to have died).
+    ended_at: Mapped[datetime | None] = mapped_column()
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    # The start of the receiver's answer, for the sender's debugging.
+    response: Mapped[str | None] = mapped_column(Text)

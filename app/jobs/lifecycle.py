@@ -25,6 +25,7 @@ from app.jobs import attempt_settings
 from app.jobs.attempt_settings import OUT_OF_MEMORY
 from app.jobs.spec import JobSpec
 from app.models import Job, JobAttempt, JobEvent, JobStatus, utcnow
+from app.webhooks import outbox
 
 Enqueue = Callable[[str], None]
 
@@ -133,8 +134,10 @@ class Lease:
 
 def add_event(session: Session, job_id: str, kind: str, message: str,
               data: dict[str, Any] | None = None) -> None:
-    """A line in the job's timeline (GET /v1/jobs/{id}/events)."""
+    """A line in the job's timeline (GET /v1/jobs/{id}/events), and the webhooks it makes,
+    in the same transaction."""
     session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data or {}))
+    outbox.record(session, job_id, kind, message, data or {})
 
 
 def submit(session: Session, job: Job, enqueue: Enqueue, data: dict[str, Any]) -> Job:

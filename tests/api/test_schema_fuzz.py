@@ -140,7 +140,8 @@ def app_under_test(api: TestClient) -> Iterator[None]:
 def existing_ids(api: TestClient, finished_job: dict[str, Any]) -> dict[str, str]:
     """Path parameter values that name objects in the database, by parameter name."""
     dry_run = api.post("/v1/jobs/validate", json=finished_job["spec"]).json()
-    return {"dataset_id": finished_job["spec"]["dataset"]["train"], "job_id": finished_job["id"],
+    dataset_id = finished_job["spec"]["dataset"]["train"]
+    return {"dataset_id": dataset_id, "file_id": dataset_id, "job_id": finished_job["id"],
             "dry_run_id": dry_run["id"], "path": "config.json",
             "prefix": tokens.prefix_of(create_key(api.app, "team-a"))}
 
@@ -149,7 +150,11 @@ def existing_ids(api: TestClient, finished_job: dict[str, Any]) -> dict[str, str
 # cross-field rules and its dataset ids, an uploaded file's content, an `after` cursor that
 # must name an item of the caller's list.
 BEYOND_THE_SCHEMA = {"POST /v1/jobs", "POST /v1/jobs/validate", "POST /v1/datasets",
-                     "GET /v1/jobs", "GET /v1/datasets"}
+                     "GET /v1/jobs", "GET /v1/datasets",
+                     # The OpenAI-compatible routes: the same rules, in OpenAI's 400s.
+                     "POST /v1/fine_tuning/jobs", "POST /v1/files", "GET /v1/fine_tuning/jobs",
+                     "GET /v1/files", "GET /v1/fine_tuning/jobs/{job_id}/events",
+                     "GET /v1/fine_tuning/jobs/{job_id}/checkpoints"}
 
 
 def call_and_validate(case: schemathesis.Case) -> None:
@@ -165,7 +170,7 @@ def test_operation_conforms_to_schema(case: schemathesis.Case) -> None:
 
 
 @pytest.mark.usefixtures("app_under_test", "credentials")
-@schema.include(path_regex=r"\{(dataset_id|job_id|dry_run_id|prefix)\}").parametrize()
+@schema.include(path_regex=r"\{(dataset_id|file_id|job_id|dry_run_id|prefix)\}").parametrize()
 @fuzz_settings
 def test_operation_on_existing_objects(case: schemathesis.Case,
                                        existing_ids: dict[str, str]) -> None:
