@@ -20,7 +20,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.jobs.lifecycle import LEASED, TERMINAL
-from app.models import Job, JobAttempt, JobEvent, JobStatus, Project, utcnow
+from app.models import (
+    DeliveryStatus,
+    Job,
+    JobAttempt,
+    JobEvent,
+    JobStatus,
+    Project,
+    WebhookDelivery,
+    utcnow,
+)
 
 logger = logging.getLogger("finetune.metrics")
 
@@ -54,7 +63,7 @@ class JobCollector:
     def collect(self) -> Iterator[Metric]:
         try:
             families = [self._jobs(), self._attempts(), *self._recent_jobs(),
-                        *self._running_jobs()]
+                        *self._running_jobs(), self._webhook_deliveries()]
         except SQLAlchemyError as exc:
             # The request figures are still worth a scrape: they show the outage.
             logger.warning("metrics: the database could not be read: %s", exc)
@@ -75,6 +84,16 @@ class JobCollector:
         for project in sorted({project for project, _ in counts}):
             for status in JobStatus:
                 family.add_metric((project, status.value), counts.get((project, status), 0))
+        return family
+
+    def _webhook_deliveries(self) -> Metric:
+        counts = dict(self.session.execute(
+            select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)).all())
+        family = GaugeMetricFamily("finetune_webhook_deliveries",
+                                   "Webhook deliveries by status: pending (being tried), "
+                                   "succeeded, failed (given up)", labels=("status",))
+        for status in DeliveryStatus:
+            family.add_metric((status.value,), counts.get(status.value, 0))
         return family
 
     def _attempts(self) -> Metric:

@@ -258,3 +258,15 @@ def test_two_api_processes_add_up(tmp_path: Path, model_catalog: Path) -> None:
                 assert value(text, "finetune_database_up") == 1
         finally:
             stop(server)
+
+
+def test_webhook_deliveries_are_counted_by_status(api: TestClient, tmp_path: Path) -> None:
+    admin = {"Authorization": f"Bearer {create_key(api.app, 'team-a', admin=True)}"}
+    # A name that resolves nowhere is taken at registration; the dispatcher checks it later.
+    registered = api.post("/v1/webhooks", headers=admin, json={
+        "url": "https://hooks.example.invalid/finetune", "event_types": ["job.queued"]})
+    assert registered.status_code == 201, registered.text
+    before = value(scrape(api), "finetune_webhook_deliveries", status="pending")
+    submit(api, tmp_path / "job")
+    text = scrape(api)
+    assert value(text, "finetune_webhook_deliveries", status="pending") == before + 1
