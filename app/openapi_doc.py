@@ -74,7 +74,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     """`document` (FastAPI's) with the key required once, and examples everywhere."""
     document["info"]["description"] = document["info"].get("description", "") + _HOW_TO
     document["security"] = _AUTH
-    requests = {**examples.request_examples(), **webhook_examples.REQUEST_EXAMPLES,
+    bodies = {**examples.request_examples(), **webhook_examples.REQUEST_EXAMPLES,
                 **openai_examples.REQUEST_EXAMPLES}
     answers = examples.operation_successes()
     successes = {**examples.success_examples(), **webhook_examples.SUCCESS_EXAMPLES}
@@ -82,7 +82,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             _inherit_auth(operation)
             for media in operation.get("requestBody", {}).get("content", {}).values():
-                _complete_request_body(media, requests.get((method, path)))
+                _complete_request_body(media, bodies.get((method, path)))
             for status, response in operation["responses"].items():
                 for media in response.get("content", {}).values():
                     if "schema" in media and "example" not in media and "examples" not in media:

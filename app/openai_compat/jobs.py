@@ -211,10 +211,10 @@ def list_page(session: Session, caller: Caller, limit: int, after: str | None,
 
 
 def openai_jobs(session: Session, jobs_: list[Job]) -> list[FineTuningJob]:
-    requests = {job_id: data for job_id, data in session.execute(
+    asked = {job_id: data for job_id, data in session.execute(
         select(JobEvent.job_id, JobEvent.data).where(
             JobEvent.job_id.in_([job.id for job in jobs_]), JobEvent.kind == REQUEST_EVENT))}
-    return [openai_job(job, requests.get(job.id, {})) for job in jobs_]
+    return [openai_job(job, asked.get(job.id, {})) for job in jobs_]
 
 
 def openai_job(job: Job, request: dict[str, Any]) -> FineTuningJob:

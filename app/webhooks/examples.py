@@ -52,8 +52,9 @@ def _delivery() -> dict[str, Any]:
 REQUEST_EXAMPLES = {("post", "/v1/webhooks"): {"platform": (
     "Tell the ML platform when a job ends (with an admin key)", _BODY)}}
 SUCCESS_EXAMPLES = {
+    # A made-up secret, in the shape the API shows once.
     "CreatedWebhook": {**_webhook(),
-                       "secret": "whsec_5Wq2cMUVc7mJ0sQ1m1eA9Tq3dXgF8bN2kL6pR4yZ0aE="},
+                       "secret": "whsec_5Wq2cMUVc7mJ0sQ1m1eA9Tq3dXgF8bN2kL6pR4yZ0aE="},  # nosec B105
     "WebhookOut": _webhook(),
     "Page_WebhookOut_": {"data": [_webhook()], "has_more": False},
     "Page_DeliveryOut_": {"data": [_delivery()], "has_more": False},
