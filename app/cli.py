@@ -14,6 +14,10 @@ from app.keys.commands import register as register_key_commands
 from app.network import is_loopback
 from app.processes import worker_command
 
+# A stop waits this long for open requests: a live stream never ends by itself, and its
+# client resumes on another process with Last-Event-ID.
+STREAMS_CUT_AFTER_SECONDS = 5
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="finetune", description="Fine-tuning job service")
@@ -55,7 +59,8 @@ def _api(args: argparse.Namespace) -> int:
     if args.workers == 1:
         from app.main import create_app
 
-        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                    timeout_graceful_shutdown=STREAMS_CUT_AFTER_SECONDS)
         return 0
     from app.metrics import MULTIPROCESS_ENV, reset_multiprocess_dir
 
@@ -66,7 +71,7 @@ def _api(args: argparse.Namespace) -> int:
                                         tempfile.mkdtemp(prefix="finetune-metrics-")))
     reset_multiprocess_dir(folder)
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers)
+                workers=args.workers, timeout_graceful_shutdown=STREAMS_CUT_AFTER_SECONDS)
     return 0
 
 

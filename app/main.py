@@ -37,6 +37,7 @@ from app.openapi_doc import install as install_openapi
 from app.params import reject_unknown_query_parameters
 from app.ratelimit import make_rate_limiter
 from app.storage import LocalStorage
+from app.streams.responses import close_hub
 from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("finetune.api")
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker = Broker(settings)
         app.state.rate_limiter = make_rate_limiter(settings)
         yield
+        await close_hub(app.state)
         engine.dispose()
         app.state.probe_engine.dispose()
 

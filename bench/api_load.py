@@ -22,19 +22,19 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import redis
 
 # Run from the repository's root: the tests' helpers make the database and the job.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.api.helpers import submit_a_job  # noqa: E402
-from tests.conftest import postgres_database  # noqa: E402
+from tests.api.helpers import submit_a_job
+from tests.conftest import postgres_database
 
 REDIS = os.environ.get("FT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 HELLO_APP = '''

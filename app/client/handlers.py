@@ -24,6 +24,7 @@ from app.client.http import (
     ApiError,
     DownloadError,
     ServiceUnreachable,
+    StreamRefused,
 )
 from app.client.plot import NothingToPlot, plot_metrics
 from app.client.spec import SpecFileError, apply_overrides, load_spec
@@ -264,22 +265,36 @@ def show_job(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def logs(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.follow:
+        return _follow_logs(client, args.job_id,
+                            _print_event_json if args.json else _print_event)
     events = client.all_events(args.job_id)
-    if not args.follow:
-        if args.json:
-            output.write_json({"data": events, "has_more": False})
-        else:
-            for event in events:
-                print(_event_line(event))
+    if args.json:
+        output.write_json({"data": events, "has_more": False})
+    else:
+        for event in events:
+            print(_event_line(event))
+    return EXIT_OK
+
+
+def _follow_logs(client: ApiClient, job_id: str, show: Callable[[Json], None]) -> int:
+    """Every event from the job's live stream until the job ends; polls a service without
+    streams."""
+    try:
+        for block in client.job_stream(job_id):
+            if block.event == "event":
+                show(json.loads(block.data))
         return EXIT_OK
-    show = _print_event_json if args.json else _print_event
+    except StreamRefused:
+        pass
+    events = client.all_events(job_id)
     for event in events:
         show(event)
     last_id = events[-1]["id"] if events else None
     while True:
         # Read the status before the events, so the last page holds every event it led to.
-        finished = client.get_job(args.job_id)["status"] in TERMINAL_STATUSES
-        new = client.all_events(args.job_id, after=last_id)
+        finished = client.get_job(job_id)["status"] in TERMINAL_STATUSES
+        new = client.all_events(job_id, after=last_id)
         for event in new:
             show(event)
         last_id = new[-1]["id"] if new else last_id

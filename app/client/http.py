@@ -3,12 +3,14 @@
 A failure of the service or of a download surfaces as one of three exceptions: `ApiError`
 (the service answered with its error body), `ServiceUnreachable` (no answer at all) or
 `DownloadError` (a model archive that does not unpack to exactly the files of the job's
-manifest).
+manifest). `StreamRefused` says that the service has no live stream to offer (an older one):
+the caller polls instead.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ import httpx
 
 from app.client import DEFAULT_URL
 from app.client.archive import DownloadError, unpack_verified
+from app.client.sse import EventStreamParser, ServerSentEvent
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 _CHUNK = 1024 * 1024
@@ -27,12 +30,15 @@ _CHUNK = 1024 * 1024
 _TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 # The API reads a whole upload through before it answers, which takes minutes for gigabytes.
 _UPLOAD_TIMEOUT = httpx.Timeout(None, connect=5.0)
+# A live stream sends a heartbeat every 15 s: a minute of silence is a dead connection.
+_STREAM_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+_RECONNECT_SECONDS = 1.0
 
 Json = dict[str, Any]
 ProgressCallback = Callable[[int, int | None], None]
 
 __all__ = ["DEFAULT_URL", "TERMINAL_STATUSES", "ApiClient", "ApiError", "DownloadError",
-           "ServiceUnreachable"]
+           "ServerSentEvent", "ServiceUnreachable", "StreamRefused"]
 
 
 class ApiError(Exception):
@@ -53,6 +59,10 @@ class ServiceUnreachable(Exception):
         super().__init__(f"cannot reach the service at {url}" + (f" ({reason})" if reason else ""))
         self.url = url
         self.reason = reason
+
+
+class StreamRefused(Exception):
+    """The service answered a live stream's first request with an error or with no stream."""
 
 
 class ApiClient:
@@ -126,31 +136,109 @@ class ApiClient:
     def artifacts(self, job_id: str) -> Json:
         return self._json("GET", f"/v1/jobs/{job_id}/artifacts")
 
+    def job_stream(self, job_id: str, *,
+                   patience_seconds: float = 60.0) -> Iterator[ServerSentEvent]:
+        """The job's live stream: its events (`event`), metric points (`metric`) and
+        heartbeats (blocks whose `event` is None), to its `end` message, which comes last.
+
+        Once connected, a dropped connection, no answer or a 5xx is resumed with
+        Last-Event-ID for up to `patience_seconds`, so the stream goes on without loss or
+        repeat across an API restart. A service that cannot be reached at first is
+        ServiceUnreachable at once; one that refuses the first request (an older service, a
+        job that does not exist) is StreamRefused: the caller then polls, and hears why
+        from that.
+        """
+        parser = EventStreamParser()
+        failing_since: float | None = None
+        first = True
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if parser.last_id:
+                headers["Last-Event-ID"] = parser.last_id
+            try:
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/events",
+                                       params={"stream": "true"}, headers=headers,
+                                       timeout=_STREAM_TIMEOUT) as response:
+                    self._check_stream(response, first)
+                    first = False
+                    for line in response.iter_lines():
+                        block = parser.feed(line)
+                        if block is None:
+                            continue
+                        failing_since = None
+                        yield block
+                        if block.event == "end":
+                            return
+            except (httpx.TransportError, _Retryable) as error:
+                failing_since = failing_since or time.monotonic()
+                if first or time.monotonic() - failing_since > patience_seconds:
+                    if isinstance(error, _Retryable):
+                        raise error.api_error from None
+                    raise ServiceUnreachable(self.base_url, _reason(error)) from error
+            time.sleep(parser.retry_seconds or _RECONNECT_SECONDS)
+
+    @staticmethod
+    def _check_stream(response: httpx.Response, first: bool) -> None:
+        if response.is_error:
+            response.read()
+            try:
+                _raise_for_error(response)
+            except ApiError as refused:
+                if first:
+                    raise StreamRefused(str(refused)) from refused
+                if refused.status >= 500 or refused.status == 429:
+                    raise _Retryable(refused) from refused
+                raise
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            raise StreamRefused(f"the service answered {response.headers.get('content-type')}"
+                                " instead of an event stream")
+
     def wait(self, job_id: str, on_update: Callable[[Json], None] | None = None, *,
              poll_seconds: float = 1.0, patience_seconds: float = 60.0) -> Json:
-        """Poll the job until it is succeeded, failed or cancelled; answer the final job.
+        """Follow the job until it is succeeded, failed or cancelled; answer the final job.
 
-        No answer or a 5xx is retried for up to `patience_seconds`, so that a restarting API
-        or a busy database does not end a wait of hours.
+        The job's live stream says when something happens; the job is then read again for
+        `on_update` (at once for an event, at most every `poll_seconds` for metrics and
+        heartbeats). A service without streams, or one the stream cannot reach any more, is
+        polled every `poll_seconds`. No answer or a 5xx is retried for up to
+        `patience_seconds`, so that a restarting API or a busy database does not end a wait
+        of hours.
         """
+        def read() -> Json:
+            return self._job_patiently(job_id, poll_seconds, patience_seconds)
+
+        show = on_update or (lambda job: None)
+        try:
+            shown_at = -math.inf
+            for block in self.job_stream(job_id, patience_seconds=patience_seconds):
+                if block.event == "end":
+                    break
+                if block.event == "event" or time.monotonic() - shown_at >= poll_seconds:
+                    show(read())
+                    shown_at = time.monotonic()
+        except (StreamRefused, ServiceUnreachable):
+            while (job := read())["status"] not in TERMINAL_STATUSES:
+                show(job)
+                time.sleep(poll_seconds)
+            show(job)
+            return job
+        final = read()
+        show(final)
+        return final
+
+    def _job_patiently(self, job_id: str, retry_seconds: float,
+                       patience_seconds: float) -> Json:
         failing_since: float | None = None
         while True:
             try:
-                job = self.get_job(job_id)
+                return self.get_job(job_id)
             except (ServiceUnreachable, ApiError) as exc:
                 if isinstance(exc, ApiError) and exc.status < 500:
                     raise
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since > patience_seconds:
                     raise
-                time.sleep(poll_seconds)
-                continue
-            failing_since = None
-            if on_update is not None:
-                on_update(job)
-            if job["status"] in TERMINAL_STATUSES:
-                return job
-            time.sleep(poll_seconds)
+                time.sleep(retry_seconds)
 
     def download_model(self, job_id: str, dest: Path,
                        on_progress: ProgressCallback | None = None) -> Path:
@@ -217,6 +305,14 @@ def _reason(error: httpx.TransportError) -> str:
     if text.startswith("[Errno") and "] " in text:
         text = text.split("] ", 1)[1]
     return text.lower() or type(error).__name__
+
+
+class _Retryable(Exception):
+    """A stream's reconnect answered 5xx or 429: try again while patience lasts."""
+
+    def __init__(self, api_error: ApiError) -> None:
+        super().__init__(str(api_error))
+        self.api_error = api_error
 
 
 def _raise_for_error(response: httpx.Response) -> None:

@@ -2,11 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.auth import CallerDep
+from app.auth import Caller, CallerDep
+from app.db import transaction
 from app.deps import SessionDep, SessionRoute, SettingsDep
-from app.errors import error_responses
+from app.errors import InvalidRequest, error_responses
 from app.idempotency import IdempotencyHeader
 from app.jobs import service
 from app.jobs.schemas import EventOut, EventPage, JobOut, MetricPointOut, MetricsOut
@@ -14,6 +18,14 @@ from app.jobs.spec import JobSpec
 from app.models import Job, JobStatus
 from app.pagination import AfterQuery, LimitQuery, Page
 from app.params import JobId
+from app.streams import responses as streams
+from app.streams.params import (
+    CHANGE_STREAM_ANSWER,
+    JOB_STREAM_ANSWER,
+    EventCursorHeader,
+    JobCursorHeader,
+    StreamQuery,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=SessionRoute)
 
@@ -36,12 +48,29 @@ def _outs(session: SessionDep, jobs: list[Job]) -> list[JobOut]:
     return [JobOut.from_job(job, attempts[job.id], prefixes[job.api_key_id]) for job in jobs]
 
 
-@router.get("", response_model=Page[JobOut], responses=error_responses(422))
-def list_jobs(caller: CallerDep, session: SessionDep, status: StatusQuery = None,
-              limit: LimitQuery = 20, after: AfterQuery = None) -> Page[JobOut]:
-    """List the project's jobs (an admin's: every project's), newest first."""
-    jobs, has_more = service.list_page(session, caller, status, limit, after)
-    return Page[JobOut](data=_outs(session, jobs), has_more=has_more)
+@router.get("", response_model=Page[JobOut],
+            responses={**error_responses(422), **CHANGE_STREAM_ANSWER})
+async def list_jobs(request: Request, caller: CallerDep, status: StatusQuery = None,
+                    limit: LimitQuery = 20, after: AfterQuery = None, stream: StreamQuery = False,
+                    last_event_id: EventCursorHeader = None) -> Page[JobOut] | Response:
+    """List the project's jobs (an admin's: every project's), newest first; or, with
+    `stream=true`, follow their status changes live (`status`: only the moves to it;
+    `limit` applies to pages only)."""
+    state = request.app.state
+    if stream:
+        if "after" in request.query_params:
+            raise InvalidRequest("'after' names a job of a page; a stream starts now, or "
+                                 "after its Last-Event-ID", param="after")
+        return await streams.change_stream(state, caller, status, last_event_id)
+    return await to_thread.run_sync(_job_page, state.session_factory, caller, status, limit,
+                                    after)
+
+
+def _job_page(session_factory: sessionmaker[Session], caller: Caller, status: JobStatus | None,
+              limit: int, after: str | None) -> Page[JobOut]:
+    with transaction(session_factory) as session:
+        jobs, has_more = service.list_page(session, caller, status, limit, after)
+        return Page[JobOut](data=_outs(session, jobs), has_more=has_more)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
@@ -56,14 +85,29 @@ def cancel_job(job_id: JobId, caller: CallerDep, session: SessionDep) -> JobOut:
     return _outs(session, [service.cancel(session, caller, job_id)])[0]
 
 
-@router.get("/{job_id}/events", response_model=EventPage, responses=error_responses(404, 422))
-def list_events(job_id: JobId, caller: CallerDep, session: SessionDep,
-                after: Annotated[int | None, Query(ge=0, le=2**31 - 1,
-                                                  description="Last event id seen")] = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventPage:
-    """The job's timeline, oldest first; poll with `after` to follow it."""
-    events, has_more = service.events(session, caller, job_id, after, limit)
-    return EventPage(data=[EventOut.from_event(e) for e in events], has_more=has_more)
+@router.get("/{job_id}/events", response_model=EventPage,
+            responses={**error_responses(404, 422), **JOB_STREAM_ANSWER})
+async def list_events(job_id: JobId, request: Request, caller: CallerDep,
+                      after: Annotated[int | None, Query(ge=0, le=2**31 - 1,
+                                                        description="Last event id seen")] = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                      stream: StreamQuery = False,
+                      last_event_id: JobCursorHeader = None) -> EventPage | Response:
+    """The job's timeline, oldest first; poll with `after` to follow it, or follow it live
+    with `stream=true` (events and metric points, after `after` or the Last-Event-ID;
+    `limit` applies to pages only)."""
+    state = request.app.state
+    if stream:
+        return await streams.job_stream(state, caller, job_id, after, last_event_id)
+    return await to_thread.run_sync(_event_page, state.session_factory, caller, job_id, after,
+                                    limit)
+
+
+def _event_page(session_factory: sessionmaker[Session], caller: Caller, job_id: str,
+                after: int | None, limit: int) -> EventPage:
+    with transaction(session_factory) as session:
+        events, has_more = service.events(session, caller, job_id, after, limit)
+        return EventPage(data=[EventOut.from_event(e) for e in events], has_more=has_more)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsOut, responses=error_responses(404))

@@ -20,6 +20,8 @@ DELIVERY_ID = "msg_6a1f3c5e7b9d4f2a8c0e1b3d5f7a9c2e"
 _BODY = {"url": "https://ml-platform.example.com/hooks/finetune",
          "event_types": ["job.succeeded", "job.failed", "job.cancelled"],
          "description": "tell the platform when a job ends"}
+# A made-up secret, in the shape the API shows once.
+_SECRET = "whsec_5Wq2cMUVc7mJ0sQ1m1eA9Tq3dXgF8bN2kL6pR4yZ0aE="  # nosec B105
 _ADMIN_REQUIRED = {403: error_body("admin_required", "only an admin key can manage webhooks")}
 
 
@@ -52,9 +54,7 @@ def _delivery() -> dict[str, Any]:
 REQUEST_EXAMPLES = {("post", "/v1/webhooks"): {"platform": (
     "Tell the ML platform when a job ends (with an admin key)", _BODY)}}
 SUCCESS_EXAMPLES = {
-    # A made-up secret, in the shape the API shows once.
-    "CreatedWebhook": {**_webhook(),
-                       "secret": "whsec_5Wq2cMUVc7mJ0sQ1m1eA9Tq3dXgF8bN2kL6pR4yZ0aE="},  # nosec B105
+    "CreatedWebhook": {**_webhook(), "secret": _SECRET},
     "WebhookOut": _webhook(),
     "Page_WebhookOut_": {"data": [_webhook()], "has_more": False},
     "Page_DeliveryOut_": {"data": [_delivery()], "has_more": False},
