@@ -47,3 +47,13 @@ def pending_revision(engine: Engine, database_url: str) -> str | None:
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
     return head if current != head else None
+
+
+def migrate_or_refuse(engine: Engine, database_url: str, migrate_on_start: bool) -> None:
+    """For a process that serves from the database: migrate it where the settings say so
+    (the embedded default), else exit unless `finetune migrate` has brought it to head."""
+    if migrate_on_start:
+        upgrade(database_url)
+    elif (head := pending_revision(engine, database_url)) is not None:
+        raise SystemExit(f"the database is not migrated to the current schema ({head}); "
+                         "run `finetune migrate` first")

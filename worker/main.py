@@ -12,11 +12,7 @@ from worker.celery_tasks import register_tasks
 def run_worker(settings: Settings) -> None:
     settings.prepare_local_dirs()
     engine = make_engine(settings.database_url)
-    if settings.migrate_on_start:
-        migrate.upgrade(settings.database_url)
-    elif (head := migrate.pending_revision(engine, settings.database_url)) is not None:
-        raise SystemExit(f"the database is not migrated to the current schema ({head}); "
-                         "run `finetune migrate` first")
+    migrate.migrate_or_refuse(engine, settings.database_url, settings.migrate_on_start)
     broker = Broker(settings)
     register_tasks(broker, settings, make_session_factory(engine))
     # solo pool: the task only supervises; the training runs in its own child process.

@@ -192,11 +192,7 @@ def run_dispatcher(settings: Settings) -> int:
     # Each attempt is logged once, by us, with the URL as registered (httpx sees the address).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     engine = make_engine(settings.database_url)
-    if settings.migrate_on_start:
-        migrate.upgrade(settings.database_url)
-    elif (head := migrate.pending_revision(engine, settings.database_url)) is not None:
-        raise SystemExit(f"the database is not migrated to the current schema ({head}); "
-                         "run `finetune migrate` first")
+    migrate.migrate_or_refuse(engine, settings.database_url, settings.migrate_on_start)
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:

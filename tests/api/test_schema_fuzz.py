@@ -148,9 +148,11 @@ def existing_ids(api: TestClient, finished_job: dict[str, Any]) -> dict[str, str
 
 # Rules that a schema cannot state, so a schema-valid request may rightly get a 422: a spec's
 # cross-field rules and its dataset ids, an uploaded file's content, an `after` cursor that
-# must name an item of the caller's list.
+# must name an item of the caller's list, a stream's cursor.
 BEYOND_THE_SCHEMA = {"POST /v1/jobs", "POST /v1/jobs/validate", "POST /v1/datasets",
                      "GET /v1/jobs", "GET /v1/datasets",
+                     # A stream's Last-Event-ID must be a cursor the stream sent.
+                     "GET /v1/jobs/{job_id}/events",
                      # The OpenAI-compatible routes: the same rules, in OpenAI's 400s.
                      "POST /v1/fine_tuning/jobs", "POST /v1/files", "GET /v1/fine_tuning/jobs",
                      "GET /v1/files", "GET /v1/fine_tuning/jobs/{job_id}/events",

@@ -193,9 +193,13 @@ def samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     else:
         prompts = [" ".join(text.split()[:max(1, len(text.split()) // 2)])
                    for text in rows[spec.dataset.text_column]]
-    # A long prompt keeps its end, which leads into the completion, within what training saw.
-    room = max(1, model_length(tokenizer, spec.hyperparameters.max_seq_length)
-               - SAMPLE_NEW_TOKENS)
+    # A prompt longer than the model's positions keeps its end, which leads into the
+    # completion.
+    config = model.config
+    positions = (getattr(config, "max_position_embeddings", None)
+                 or getattr(config, "n_positions", None)
+                 or model_length(tokenizer, spec.hyperparameters.max_seq_length))
+    room = max(1, positions - SAMPLE_NEW_TOKENS)
     model.eval()
     written = []
     with torch.no_grad():
