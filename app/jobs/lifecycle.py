@@ -136,8 +136,10 @@ def add_event(session: Session, job_id: str, kind: str, message: str,
               data: dict[str, Any] | None = None) -> None:
     """A line in the job's timeline (GET /v1/jobs/{id}/events), and the webhooks it makes,
     in the same transaction."""
-    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data or {}))
-    outbox.record(session, job_id, kind, message, data or {})
+    # A diverged loss is NaN, which JSON (PostgreSQL's above all) cannot hold: null instead.
+    data = outbox.plain_json(data or {})
+    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
+    outbox.record(session, job_id, kind, message, data)
 
 
 def submit(session: Session, job: Job, enqueue: Enqueue, data: dict[str, Any]) -> Job:

@@ -50,7 +50,7 @@ def record(session: Session, job_id: str, kind: str, message: str,
     # leaves the session's Job objects as they are.
     job = session.execute(select(Job.__table__).where(Job.id == job_id)).mappings().one()
     now = utcnow()
-    body = json.dumps(_plain({"type": event_type, "timestamp": now,
+    body = json.dumps(plain_json({"type": event_type, "timestamp": now,
                               "data": summary(job, kind, message, data)}),
                       allow_nan=False, separators=(",", ":"))
     session.add_all(WebhookDelivery(endpoint_id=endpoint.id, project_id=endpoint.project_id,
@@ -75,13 +75,13 @@ def summary(job: RowMapping, kind: str, message: str, data: dict[str, Any]) -> d
             "event": {"kind": kind, "message": message, "data": data}}
 
 
-def _plain(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
     """JSON-ready: times in ISO 8601 UTC, and a non-finite number (a diverged loss) as null,
     which JSON cannot hold."""
     if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): plain_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [plain_json(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, datetime):
