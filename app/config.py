@@ -23,7 +23,26 @@ class Settings(BaseSettings):
     broker_url: str = Field(default=f"sqla+sqlite:///{_VAR / 'broker.sqlite'}",
                             description="Celery broker URL; redis://host:6379/0 in production")
     storage_dir: Path = Field(default=_VAR / "storage",
-                              description="Artifact store: uploaded datasets, checkpoints, models")
+                              description="Local folder: the artifact store itself (uploaded "
+                                          "datasets, checkpoints, models) unless "
+                                          "FT_STORAGE_URL names a bucket; then only this "
+                                          "process's work folders and cache")
+    storage_url: str | None = Field(
+        default=None, description="s3://bucket/prefix: the artifact store is this bucket of any "
+                                  "S3-compatible store, shared by every machine; credentials "
+                                  "come from the standard AWS chain (AWS_ACCESS_KEY_ID, "
+                                  "~/.aws, an instance role). Default: the local folder")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of a store other than AWS S3 (MinIO, Ceph, R2, "
+                                  "GCS's S3 API): https://host:port")
+    s3_region: str | None = Field(default=None, description="Region of the bucket")
+    cache_max_bytes: int = Field(
+        default=20 * 1024**3, ge=0,
+        description="Most bytes of datasets a machine keeps in its local cache of the store "
+                    "(keyed by sha256, least recently used first out)")
+    presign_seconds: int = Field(
+        default=300, ge=1, le=604800,
+        description="Life of a presigned download URL (`?redirect=true`)")
     models_dir: Path = Field(default=_VAR / "models",
                              description="Local model catalog: <dir>/<name>/ is model <name>")
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1,
@@ -83,6 +102,21 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = Field(default=30.0, ge=0.0,
                                         description="Time a cancelled job gets to stop by itself "
                                                     "before its process group is signalled")
+
+    worker_gpu_type: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,39}$",
+        description="The class of device this worker offers, a name the operator chooses "
+                    "(a100-80gb, h100, cpu); jobs that name a compute.gpu_type run only on "
+                    "workers of that type. Default: 'cpu' without a GPU, else the GPU's model "
+                    "name in lower case with dashes")
+    worker_gpus: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Devices this worker offers, the most compute.gpus of a job it takes. "
+                    "Default: the CUDA devices it sees, or 1 without a GPU")
+    worker_heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="How often a worker writes its heartbeat to the "
+                                        "worker registry; one silent for three times as long "
+                                        "is not live")
 
     dry_run_wait_seconds: float = Field(default=30.0, ge=0.0,
                                         description="How long POST /v1/jobs/validate waits for "
@@ -144,6 +178,10 @@ class Settings(BaseSettings):
             raise ValueError("FT_DATABASE_URL must be a sqlite:// or postgresql:// URL")
         if not self.broker_url.startswith(("sqla+", "redis://", "rediss://")):
             raise ValueError("FT_BROKER_URL must be redis://, rediss:// or sqla+<database url>")
+        if self.storage_url is not None:
+            parts = urlsplit(self.storage_url)
+            if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+                raise ValueError("FT_STORAGE_URL must be s3://bucket or s3://bucket/prefix")
         return self
 
     @property

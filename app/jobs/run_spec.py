@@ -17,7 +17,7 @@ EvalStrategy = Literal["no", "steps", "epoch"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
 Quantization = Literal["none", "8bit", "4bit"]
-Distributed = Literal["auto", "ddp"]
+Distributed = Literal["auto", "ddp", "fsdp"]
 
 
 class Hyperparameters(Strict):
@@ -120,9 +120,15 @@ class Compute(Strict):
                     "data parallel, each rank taking `batch_size` rows a step, so the effective "
                     "batch is batch_size x gpus x gradient_accumulation_steps. On a worker "
                     "without GPUs the ranks are CPU processes (the gloo backend)")
+    gpu_type: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,39}$",
+        description="The class of worker the job needs, a name the operator gives its workers "
+                    "(a100-80gb, h100, cpu); unset: any worker with `gpus` devices")
     distributed: Distributed = Field(
         default="auto", description="How several ranks share the work: 'ddp' (each holds the "
-                                    "whole model, gradients are averaged); 'auto': ddp")
+                                    "whole model, gradients are averaged), 'fsdp' (parameters, "
+                                    "gradients and optimizer state sharded across the ranks: "
+                                    "for models that do not fit on one device); 'auto': ddp")
     length_grouping: Literal["auto"] | bool = Field(
         default="auto", description="Batch rows of similar length together, so that a batch "
                                     "pads less; 'auto': on for tasks whose rows vary in length")

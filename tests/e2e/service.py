@@ -12,7 +12,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class Service:
     workdir: Path
     # A key of project "e2e"; the client sends it with every request.
     api_key: str = ""
+    # Workers started besides the first, stopped with the service.
+    more_workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def create_key(self, project: str, *, admin: bool = False) -> str:
         """A new key made by `finetune keys create`, as an operator makes one."""
@@ -45,6 +47,14 @@ class Service:
     def start_worker(self) -> None:
         self.worker = finetune("worker", env=self.env, cwd=self.workdir,
                                log=self.workdir / "worker.log")
+
+    def add_worker(self, name: str, **settings: str) -> subprocess.Popen[bytes]:
+        """Another worker process with `settings` (FT_...) over the service's; its log is
+        `<workdir>/<name>.log`."""
+        worker = finetune("worker", env={**self.env, **settings}, cwd=self.workdir,
+                          log=self.workdir / f"{name}.log")
+        self.more_workers.append(worker)
+        return worker
 
     def wait_for(self, job_id: str, statuses: tuple[str, ...] = TERMINAL,
                  timeout: float = 300, condition: Any = None) -> dict[str, Any]:
@@ -127,7 +137,8 @@ def running_service(settings: dict[str, str], workdir: Path) -> Iterator[Service
     finally:
         service.client.close()
         stop(api)
-        stop(service.worker)
+        for worker in (service.worker, *service.more_workers):
+            stop(worker)
 
 
 def wait_ready(client: httpx.Client, api: subprocess.Popen[bytes], log: Path) -> None:
@@ -167,8 +178,10 @@ FAST_RECOVERY = {"FT_LEASE_SECONDS": "4", "FT_REAPER_INTERVAL_SECONDS": "1",
 
 
 @contextmanager
-def production_service(workdir: Path, model_catalog: Path) -> Iterator[Service]:
-    """PostgreSQL (a new database), Redis, `finetune migrate`, then the API and a worker."""
+def production_service(workdir: Path, model_catalog: Path,
+                       **extra_settings: str) -> Iterator[Service]:
+    """PostgreSQL (a new database), Redis, `finetune migrate`, then the API and a worker;
+    `extra_settings` (FT_...) go to every process."""
     from tests.conftest import REDIS_URL, postgres_database
 
     broker = f"{REDIS_URL}/{REDIS_DB}"
@@ -176,7 +189,7 @@ def production_service(workdir: Path, model_catalog: Path) -> Iterator[Service]:
     with postgres_database() as database_url:
         settings = {"FT_DATABASE_URL": database_url, "FT_BROKER_URL": broker,
                     "FT_STORAGE_DIR": str(workdir / "storage"),
-                    "FT_MODELS_DIR": str(model_catalog), **FAST_RECOVERY}
+                    "FT_MODELS_DIR": str(model_catalog), **FAST_RECOVERY, **extra_settings}
         migrated = subprocess.run([sys.executable, "-m", "app.cli", "migrate"],
                                   env=service_env(settings), cwd=workdir, capture_output=True,
                                   text=True)
