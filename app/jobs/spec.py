@@ -170,6 +170,13 @@ class JobSpec(Strict):
             raise SpecError("hyperparameters.doc_stride must be under half of max_seq_length: "
                             "each window must move on by more than it keeps",
                             "hyperparameters.doc_stride")
+        if self.compute.distributed == "fsdp" and self.compute.gpus < 2:
+            raise SpecError("compute.distributed 'fsdp' shards the model across ranks: set "
+                            "compute.gpus to 2 or more, or remove it", "compute.distributed")
+        if self.compute.distributed == "fsdp" and self.lora is not None:
+            raise SpecError("lora does not go with compute.distributed 'fsdp': saving the "
+                            "adapter needs the whole model on one rank; use 'ddp', with "
+                            "lora.quantization to shrink the base", "compute.distributed")
         if self.lora is not None and self.freeze.model_dump(exclude_defaults=True):
             raise SpecError("lora and freeze do not go together: LoRA already keeps the "
                             "backbone's weights fixed; remove freeze", "freeze")

@@ -18,7 +18,7 @@ def test_defaults_are_stored_with_the_job(api: TestClient, tmp_path: Path) -> No
     assert job.json()["spec"]["compute"] == {
         "precision": "auto", "gradient_checkpointing": False, "attention": "auto",
         "compile": False, "length_grouping": "auto", "packing": "auto", "gpus": 1,
-        "distributed": "auto"}
+        "gpu_type": None, "distributed": "auto"}
 
 
 @pytest.mark.parametrize(("compute", "code", "param"), [
@@ -28,6 +28,8 @@ def test_defaults_are_stored_with_the_job(api: TestClient, tmp_path: Path) -> No
     ({"packing": 2}, "invalid_request", "compute.packing"),
     ({"gradient_checkpointing": "maybe"}, "invalid_request", "compute.gradient_checkpointing"),
     ({"tf32": True}, "unknown_field", "compute.tf32"),
+    ({"gpu_type": "H100 80GB"}, "invalid_request", "compute.gpu_type"),
+    ({"distributed": "fsdp"}, "invalid_request", "compute.distributed"),
 ])
 def test_bad_compute_values_are_refused(api: TestClient, tmp_path: Path,
                                         compute: dict[str, Any], code: str, param: str) -> None:
@@ -45,3 +47,15 @@ def test_packing_is_for_causal_lm_only(api: TestClient, tmp_path: Path) -> None:
     assert "causal-lm" in error["message"]
     unpacked = api.post("/v1/jobs", json=job_spec(dataset, compute={"packing": False}))
     assert unpacked.status_code == 201, unpacked.text
+
+
+def test_sharding_keeps_the_whole_model_nowhere_so_lora_is_refused(api: TestClient,
+                                                                   tmp_path: Path) -> None:
+    dataset = sentiment_dataset(api, tmp_path)["id"]
+    sharded = {"distributed": "fsdp", "gpus": 2}
+
+    error = assert_error(api.post("/v1/jobs", json=job_spec(dataset, compute=sharded, lora={})),
+                         422, "invalid_request", "compute.distributed")
+    assert "ddp" in error["message"]
+    accepted = api.post("/v1/jobs", json=job_spec(dataset, compute=sharded))
+    assert accepted.status_code == 201, accepted.text

@@ -27,7 +27,8 @@ APP_SERVICES = ("migrate", "api", "worker")
 SERVICE_TARGETS = {"migrate": "api", "api": "api", "worker": "worker"}
 # Variables the compose file reads: the checks below are about its defaults, not this shell's.
 COMPOSE_VARIABLES = ("POSTGRES_PASSWORD", "FT_API_IMAGE", "FT_WORKER_IMAGE", "FT_API_PORT",
-                     "TORCH_INDEX_URL", "INSTALL_DEMO")
+                     "TORCH_INDEX_URL", "INSTALL_DEMO", "FT_STORAGE_URL", "FT_S3_ENDPOINT_URL",
+                     "FT_S3_REGION", "S3_ACCESS_KEY", "S3_SECRET_KEY", "FT_WORKER_GPU_TYPE")
 
 
 TOOLS = {"docker-compose": "Debian's docker-compose package",

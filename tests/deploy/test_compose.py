@@ -92,19 +92,29 @@ def test_compose_api_environment_points_at_postgres_and_redis() -> None:
     assert (broker.scheme, broker.hostname, broker.port) == ("redis", "redis", 6379)
 
 
-def test_compose_api_and_worker_share_the_artifact_volume() -> None:
+def test_compose_app_services_share_only_the_bucket() -> None:
     config = compose_config()
-    api, worker = service("api"), service("worker")
-    api_env, worker_env = environment(api), environment(worker)
-    assert api_env["FT_STORAGE_DIR"] == worker_env["FT_STORAGE_DIR"]
-    for key in ("FT_DATABASE_URL", "FT_BROKER_URL", "FT_MODELS_DIR"):
-        assert api_env.get(key) == worker_env.get(key), key
-    storage = Path(api_env["FT_STORAGE_DIR"])
-    api_mounts, worker_mounts = volume_mounts(api), volume_mounts(worker)
-    mount = next((target for target in api_mounts if storage.is_relative_to(target)), None)
-    assert mount is not None, f"FT_STORAGE_DIR={storage} is on no volume of api: {api_mounts}"
-    assert worker_mounts.get(mount) == api_mounts[mount], (api_mounts, worker_mounts)
-    assert api_mounts[mount] in config["volumes"], "the shared volume is a named volume"
+    store_env = environment(service("s3"))
+    envs = {name: environment(service(name)) for name in APP_SERVICES}
+    for key in ("FT_DATABASE_URL", "FT_BROKER_URL", "FT_STORAGE_URL", "FT_S3_ENDPOINT_URL",
+                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert len({env.get(key) for env in envs.values()}) == 1, key
+    api_env = envs["api"]
+    bucket = urlsplit(api_env["FT_STORAGE_URL"])
+    assert bucket.scheme == "s3" and bucket.netloc, api_env["FT_STORAGE_URL"]
+    endpoint = urlsplit(api_env["FT_S3_ENDPOINT_URL"])
+    assert endpoint.hostname == "s3", "the store is the compose file's own s3 service"
+    assert f"-s3.port={endpoint.port}" in " ".join(service("s3")["command"])
+    # The store is created with the key pair the app containers sign with.
+    assert (store_env["S3_ACCESS_KEY"], store_env["S3_SECRET_KEY"]) == \
+        (api_env["AWS_ACCESS_KEY_ID"], api_env["AWS_SECRET_ACCESS_KEY"])
+    # No folder is shared between the API and the worker: each has its own scratch volume.
+    api_mounts, worker_mounts = volume_mounts(service("api")), volume_mounts(service("worker"))
+    assert Path(api_env["FT_STORAGE_DIR"]).is_relative_to("/data")
+    assert set(api_mounts.values()).isdisjoint(worker_mounts.values()), \
+        (api_mounts, worker_mounts)
+    assert {*api_mounts.values(), *worker_mounts.values()} <= set(config["volumes"])
+    assert service("migrate")["depends_on"]["s3"]["condition"] == "service_healthy"
 
 
 def test_compose_worker_reserves_one_gpu() -> None:

@@ -26,7 +26,13 @@ from transformers import (
 
 from app.jobs.spec import EarlyStopping
 from app.jobs.tasks.declaration import greater_is_better
-from worker.training.distributed import is_main_rank, wait_for_all_ranks
+from worker.training.distributed import (
+    full_state_dict,
+    is_main_rank,
+    is_sharded,
+    load_full_state_dict,
+    wait_for_all_ranks,
+)
 from worker.training.events import EventSink
 
 _WEIGHTS = "model.safetensors"
@@ -68,9 +74,9 @@ class BestModelKeeper(TrainerCallback):
             {name: number for name, number in (metrics or {}).items()
              if name.startswith("eval_") and isinstance(number, int | float)
              and math.isfinite(number)}))
-        if is_main_rank():  # the ranks hold the same weights; one writes them
-            if finite is not None and self._improves(finite, best) and model is not None:
-                self._save_weights(model)
+        if finite is not None and self._improves(finite, best) and model is not None:
+            self._save_weights(model)
+        if is_main_rank():
             self._store()
         wait_for_all_ranks()
         waited = self.evaluations_without_improvement
@@ -107,7 +113,11 @@ class BestModelKeeper(TrainerCallback):
         best = self.best
         if best is None or not (self.folder / _WEIGHTS).is_file():
             return None
-        model.load_state_dict(load_file(str(self.folder / _WEIGHTS)), strict=False)
+        if is_sharded(model):  # the main rank reads the weights; each rank takes its shards
+            load_full_state_dict(model, load_file(str(self.folder / _WEIGHTS))
+                                 if is_main_rank() else {})
+        else:
+            model.load_state_dict(load_file(str(self.folder / _WEIGHTS)), strict=False)
         self.events.event("best_model", f"kept the model of step {best.step}: "
                                         f"{self._shown(best)}",
                           {"step": best.step, "metric": self.key, "value": best.value})
@@ -128,13 +138,20 @@ class BestModelKeeper(TrainerCallback):
         return f"{self.key} = {evaluation.value:.4g} at step {evaluation.step}"
 
     def _save_weights(self, model: PreTrainedModel) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f"{_WEIGHTS}.partial"
+        """On every rank: a sharded model's weights are gathered from all of them. The ranks
+        hold the same weights otherwise, and the main one writes them."""
         # Only what trains changes between evaluations; a quantized base's full state would
         # also carry bitsandbytes' quantization state, which a strict load refuses.
-        save_file({name: parameter.detach().contiguous()
-                   for name, parameter in model.named_parameters() if parameter.requires_grad},
-                  str(partial))
+        trained = {name for name, parameter in model.named_parameters()
+                   if parameter.requires_grad}
+        weights = (full_state_dict(model) if is_sharded(model)
+                   else dict(model.named_parameters()))
+        if not is_main_rank():
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f"{_WEIGHTS}.partial"
+        save_file({name: tensor.detach().contiguous() for name, tensor in weights.items()
+                   if name in trained}, str(partial))
         partial.replace(self.folder / _WEIGHTS)
 
     def _store(self) -> None:

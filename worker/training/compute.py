@@ -36,6 +36,11 @@ _BATCHES_PER_MEGABATCH = 50
 # What transformers' modelling code calls to build causal masks; it also reads the rows of a
 # padding-free batch from where its position ids restart.
 _PACKED_ROWS_MASKS = "create_causal_mask"
+# FSDP2 (`fully_shard`) through accelerate, the model's blocks each a unit of its own
+# (distributed.fsdp_units). Checkpoints are sharded, each rank writing its part; the finished
+# model is gathered whole to the main rank (trainer.py).
+FSDP_CONFIG = {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+               "state_dict_type": "SHARDED_STATE_DICT", "reshard_after_forward": True}
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,9 @@ class ResolvedCompute:
     device: str
     device_name: str
     # The number format of the matmuls: 'fp32', or 'bf16'/'fp16' under autocast, with the
-    # weights, gradients and optimizer state in fp32 all the same.
+    # weights, gradients and optimizer state in fp32 all the same. Under FSDP, 'bf16'/'fp16'
+    # is FSDP's mixed precision instead: each block gathered and computed in 16 bits, its
+    # gradients reduced in 16 bits, and each rank's shards of weights and state kept in fp32.
     precision: str
     tf32: bool
     attention: str
@@ -115,6 +122,7 @@ class ResolvedCompute:
             "dataloader_pin_memory": self.device == "cuda",
             # Ranks on a CPU talk over gloo; GPUs use the default, NCCL.
             **({"ddp_backend": "gloo"} if self.ranks > 1 and self.device == "cpu" else {}),
+            **({"fsdp": True, "fsdp_config": FSDP_CONFIG} if self.distributed == "fsdp" else {}),
         }
 
 
@@ -133,7 +141,7 @@ def resolve_compute(spec: JobSpec, hardware: Hardware, model: ModelTraits, *,
     length_grouping, reasons["length_grouping"] = _length_grouping(
         spec, rows_vary_in_length and not packing, train_rows)
     optimizer, reasons["optimizer"] = _optimizer(spec.hyperparameters.optimizer, hardware)
-    distributed, reasons["distributed"] = _distributed(compute.gpus, hardware)
+    distributed, reasons["distributed"] = _distributed(spec, hardware)
     hyper = spec.hyperparameters
     asked = {name for name, value in compute.model_dump().items() if value != "auto"}
     return ResolvedCompute(
@@ -147,7 +155,12 @@ def resolve_compute(spec: JobSpec, hardware: Hardware, model: ModelTraits, *,
         reasons={name: why for name, why in reasons.items() if name not in asked})
 
 
-def _distributed(ranks: int, hardware: Hardware) -> tuple[str, str]:
+def _distributed(spec: JobSpec, hardware: Hardware) -> tuple[str, str]:
+    ranks, asked = spec.compute.gpus, spec.compute.distributed
+    if ranks == 1 and asked == "fsdp":
+        raise InvalidSpec("compute.distributed is fsdp, which shards the model across several "
+                          "ranks, and compute.gpus is 1",
+                          hint="Set compute.gpus to 2 or more, or compute.distributed to 'auto'.")
     if ranks == 1:
         return "none", "one device"
     if hardware.device == "cuda" and torch.cuda.device_count() < ranks:
@@ -155,7 +168,15 @@ def _distributed(ranks: int, hardware: Hardware) -> tuple[str, str]:
                           f"{torch.cuda.device_count()} GPUs",
                           hint="Ask for at most as many GPUs as the workers have.")
     where = "GPUs" if hardware.device == "cuda" else "CPU processes (gloo)"
-    return "ddp", f"{ranks} data-parallel ranks on {where}"
+    if asked == "fsdp" and spec.lora is not None:
+        raise InvalidSpec("compute.distributed fsdp does not train LoRA: the adapter's merge "
+                          "into the model and its save need the whole model on one rank",
+                          hint="Set compute.distributed to 'ddp' (LoRA's frozen base is one copy "
+                               "per device; lora.quantization shrinks it), or leave out lora.")
+    if asked == "fsdp":
+        return "fsdp", "asked for"
+    # 'auto' never shards: DDP is the faster of the two wherever the model fits one device.
+    return "ddp", f"{ranks} data-parallel ranks on {where}, each with the whole model"
 
 
 def packed_rows_collator(compute: ResolvedCompute) -> DataCollatorWithFlattening:

@@ -7,10 +7,11 @@ model that would fail the job fails the dry run with the same error code. The mo
 on the meta device: its shapes, never its weights.
 
 Memory and time are estimates, and say so: memory adds weights (quantized ones at their
-width), gradients, optimizer state (exact, from the trainable shapes) and activations (a
-per-layer formula, at the width of the precision in use, or only the layers' inputs under
-gradient checkpointing); time divides the FLOPs of the tokens as the job batches them
-(padding included) by the device's peak throughput (worker/training/hardware.py) times the
+width), gradients, optimizer state (exact, from the trainable shapes; under FSDP each rank's
+share of them, plus the blocks it gathers) and activations (a per-layer formula, at the
+width of the precision in use, or only the layers' inputs under gradient checkpointing);
+time divides the FLOPs of the tokens as the job batches them (padding included) by the
+device's peak throughput (worker/training/hardware.py) times the
 share of it that training reaches on this kind of device (MODEL_FLOPS_UTILIZATION, measured
 with the job's telemetry).
 """
@@ -44,6 +45,7 @@ from worker.training.data import (
     model_length,
     prepare_data,
 )
+from worker.training.distributed import fsdp_units
 from worker.training.errors import TrainingError
 from worker.training.hardware import detect, peak_flops
 from worker.training.labels import LABELS
@@ -276,10 +278,26 @@ def _memory_estimate(built: BuiltModel, spec: JobSpec, longest: int) -> dict[str
         "optimizer_bytes": 4 * _optimizer_state(trainable, hyper.optimizer),
         "activations_bytes": _activations(model, config, hyper.batch_size, longest,
                                           activation_width, compute.gradient_checkpointing)}
-    return {**parts, "total_bytes": sum(parts.values()), "batch_size": hyper.batch_size,
+    if compute.distributed == "fsdp":
+        # Each rank keeps its share of the weights, gradients and optimizer state, and casts
+        # only its share; it gathers a block whole at a time, and the next one ahead.
+        for sharded in ("weights_bytes", "autocast_copies_bytes", "gradients_bytes",
+                        "optimizer_bytes"):
+            parts[sharded] = math.ceil(parts[sharded] / compute.ranks)
+        parts["gathered_blocks_bytes"] = 2 * (2 if autocast else 4) * _largest_unit(model)
+    # Per rank: what one device holds.
+    return {**parts, "total_bytes": sum(parts.values()), "ranks": compute.ranks,
+            "distributed": compute.distributed, "batch_size": hyper.batch_size,
             "sequence_length": longest, "optimizer": hyper.optimizer,
             "precision": compute.precision, "quantization": _quantization(spec),
             "gradient_checkpointing": compute.gradient_checkpointing, "estimate": True}
+
+
+def _largest_unit(model: nn.Module) -> int:
+    """Parameters of the largest of the blocks that FSDP gathers one at a time."""
+    units = set(fsdp_units(model))
+    return max((sum(p.numel() for p in module.parameters()) for module in model.modules()
+                if type(module).__name__ in units), default=0)
 
 
 def _quantization(spec: JobSpec) -> str | None:

@@ -37,7 +37,14 @@ from app.jobs.spec import JobSpec
 from worker.training.best_model import BestModelKeeper
 from worker.training.compute import ResolvedCompute, in_order_evaluation, packed_rows_collator
 from worker.training.data import DataFiles, PreparedData, first_line, prepare_data
-from worker.training.distributed import is_main_rank, rank, wait_for_all_ranks
+from worker.training.distributed import (
+    full_state_dict,
+    is_main_rank,
+    is_sharded,
+    rank,
+    sharding_trainer,
+    wait_for_all_ranks,
+)
 from worker.training.errors import OutOfMemory
 from worker.training.events import EventSink
 from worker.training.lora import save_adapter_and_merged
@@ -77,7 +84,7 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
         keeper = _best_model_keeper(spec, output_dir, events)
         telemetry = Telemetry(events)
         _divide_loss_by_accumulation_unless_the_model_does(built.model)
-        trainer = in_order_evaluation(recipe.trainer_class)(
+        trainer = sharding_trainer(in_order_evaluation(recipe.trainer_class))(
             model=built.model,
             args=training_arguments(spec, output_dir / "trainer", recipe, compute),
             train_dataset=splits["train"],
@@ -106,15 +113,19 @@ def run_training(spec: JobSpec, data: DataFiles, model_source: str, output_dir: 
         metrics = json_safe(metrics)
         recipe.finish(trainer.model, spec)
         model_dir = output_dir / MODEL_FOLDER
+        extra: dict[str, Any] = {}
+        if recipe.samples is not None:
+            # On every rank: a sharded model's forward gathers each layer from all of them.
+            extra["samples.json"] = recipe.samples(trainer.model, tokenizer, prepared, spec)
+            events.event("samples", f"what the model writes for "
+                                    f"{len(extra['samples.json'])} held-out inputs",
+                         {"samples": extra["samples.json"]})
+        # Every rank sends its shards of a sharded model; the main rank gets them whole.
+        weights = full_state_dict(trainer.model) if is_sharded(trainer.model) else None
         if is_main_rank():  # the ranks end with the same weights; one writes them
-            extra: dict[str, Any] = {}
-            if recipe.samples is not None:
-                extra["samples.json"] = recipe.samples(trainer.model, tokenizer, prepared, spec)
-                events.event("samples", f"what the model writes for "
-                                        f"{len(extra['samples.json'])} held-out inputs",
-                             {"samples": extra["samples.json"]})
             _save_model_folder(trainer, built, model_dir, metrics,
-                               _model_card(spec, recipe, prepared, metrics, compute), extra)
+                               _model_card(spec, recipe, prepared, metrics, compute), extra,
+                               weights)
         wait_for_all_ranks()
     except (torch.OutOfMemoryError, MemoryError) as exc:
         where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "host"
@@ -246,14 +257,21 @@ def _final_evaluation(trainer: Trainer, spec: JobSpec, recipe: TaskRecipe,
 
 
 def _save_model_folder(trainer: Trainer, built: BuiltModel, model_dir: Path,
-                       metrics: dict[str, Any], model_card: str, extra: dict[str, Any]) -> None:
+                       metrics: dict[str, Any], model_card: str, extra: dict[str, Any],
+                       weights: dict[str, torch.Tensor] | None) -> None:
     """Write the whole folder beside `model_dir`, then rename it: never half a model.
 
-    The model is saved in its base model's dtype, whatever it trained in.
+    The model is saved in its base model's dtype, whatever it trained in. `weights`: a
+    sharded model's, gathered whole (its own parameters are each rank's shards).
     """
     staging = model_dir.with_name(f".{model_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    if isinstance(trainer.model, PeftModel):
+    if weights is not None:
+        trainer.model.save_pretrained(str(staging), state_dict={
+            name: tensor.to(built.base_dtype) for name, tensor in weights.items()})
+        if trainer.processing_class is not None:
+            trainer.processing_class.save_pretrained(str(staging))
+    elif isinstance(trainer.model, PeftModel):
         merged = save_adapter_and_merged(trainer.model, staging)
         merged.to(built.base_dtype).save_pretrained(str(staging))
         if trainer.processing_class is not None:
