@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="API processes sharing the port (metrics add up across them)")
     api.set_defaults(handler=_api)
     commands.add_parser("worker", help="run a worker (one per GPU)").set_defaults(handler=_worker)
-    commands.add_parser("migrate", help="migrate the database to the current schema") \
+    commands.add_parser("migrate", help="migrate the database to the current schema and make the artifact store ready") \
         .set_defaults(handler=_migrate)
     commands.add_parser("webhooks", help="run a webhook dispatcher (any number on PostgreSQL, "
                                          "one on SQLite)").set_defaults(handler=_webhooks)
@@ -99,11 +99,13 @@ def _up(args: argparse.Namespace) -> int:
 
 def _migrate(_: argparse.Namespace) -> int:
     from app import migrate
+    from app.storage import make_storage
 
     settings = get_settings()
     settings.prepare_local_dirs()
     migrate.upgrade(settings.database_url)
     print("database migrated to the current schema")
+    print(make_storage(settings).prepare())
     return 0
 
 

@@ -63,6 +63,11 @@ _CODES = [
                  "machine died or lost the database)", True,
                  "The job is resumed by another worker; if this repeats, check the workers' "
                  "health and their connection to the database."),
+    JobErrorCode("storage_unavailable", "the object store (FT_STORAGE_URL) stayed unreachable "
+                 "while the worker fetched a dataset or a checkpoint or put a checkpoint or the "
+                 "model in it; nothing half-written was recorded", True,
+                 "The job resumes from its last complete checkpoint once the store answers; "
+                 "if this repeats, check the workers' endpoint, credentials and bucket."),
     JobErrorCode("timeout", "the job trained longer than its max_runtime_seconds; a "
                  "checkpoint was saved", False,
                  "Raise max_runtime_seconds (up to FT_MAX_JOB_SECONDS), or train fewer "

@@ -28,8 +28,10 @@ from app.models import (
     JobStatus,
     Project,
     WebhookDelivery,
+    Worker,
     utcnow,
 )
+from app.workers.service import live_since
 
 logger = logging.getLogger("finetune.metrics")
 
@@ -57,13 +59,14 @@ def _task() -> ColumnElement[str]:
 class JobCollector:
     """A prometheus_client collector over one scrape's session."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, heartbeat_seconds: float) -> None:
         self.session = session
+        self.heartbeat_seconds = heartbeat_seconds
 
     def collect(self) -> Iterator[Metric]:
         try:
             families = [self._jobs(), self._attempts(), *self._recent_jobs(),
-                        *self._running_jobs(), self._webhook_deliveries()]
+                        *self._running_jobs(), self._webhook_deliveries(), *self._workers()]
         except SQLAlchemyError as exc:
             # The request figures are still worth a scrape: they show the outage.
             logger.warning("metrics: the database could not be read: %s", exc)
@@ -95,6 +98,28 @@ class JobCollector:
         for status in DeliveryStatus:
             family.add_metric((status.value,), counts.get(status.value, 0))
         return family
+
+    def _workers(self) -> list[Metric]:
+        """The fleet by GPU type: workers by status (offline: no heartbeat for three
+        intervals), and the devices the live ones offer."""
+        live = Worker.heartbeat_at >= live_since(self.heartbeat_seconds)
+        counts = Counter[tuple[str, str]]()
+        devices = Counter[str]()
+        for gpu_type, status, gpus, is_live in self.session.execute(
+                select(Worker.gpu_type, Worker.status, Worker.gpus, live)):
+            counts[gpu_type, status if is_live else "offline"] += 1
+            devices[gpu_type] += gpus if is_live else 0
+        workers = GaugeMetricFamily("finetune_workers", "Registered workers by GPU type and "
+                                    "status: idle, busy, offline (no heartbeat for three "
+                                    "intervals)", labels=("gpu_type", "status"))
+        for gpu_type in sorted(devices):
+            for status in ("idle", "busy", "offline"):
+                workers.add_metric((gpu_type, status), counts[gpu_type, status])
+        offered = GaugeMetricFamily("finetune_worker_devices", "Devices that live workers "
+                                    "offer, by GPU type", labels=("gpu_type",))
+        for gpu_type in sorted(devices):
+            offered.add_metric((gpu_type,), devices[gpu_type])
+        return [workers, offered]
 
     def _attempts(self) -> Metric:
         family = CounterMetricFamily("finetune_job_attempts", "Ended attempts (runs of a "

@@ -36,9 +36,10 @@ from app.openai_compat.router import router as openai_router
 from app.openapi_doc import install as install_openapi
 from app.params import reject_unknown_query_parameters
 from app.ratelimit import make_rate_limiter
-from app.storage import LocalStorage
+from app.storage import make_storage
 from app.streams.responses import close_hub
 from app.webhooks.router import router as webhooks_router
+from app.workers.router import router as workers_router
 
 logger = logging.getLogger("finetune.api")
 
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # take a connection from the routes nor pile up threads on a hung server.
         app.state.probe_engine = make_engine(settings.database_url, 1)
         app.state.probe_limiter = anyio.CapacityLimiter(2)
-        app.state.storage = LocalStorage(settings.storage_dir)
+        app.state.storage = make_storage(settings)
         app.state.broker = Broker(settings)
         app.state.rate_limiter = make_rate_limiter(settings)
         yield
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every /v1 route authenticates its caller first (routes reuse the same, cached, caller),
     # so each can answer these.
     for router in (datasets_router, jobs_router, dry_runs_router, artifacts_router,
-                   keys_router, webhooks_router):
+                   keys_router, webhooks_router, workers_router):
         app.include_router(router, responses=error_responses(401, 403, 422, 429),
                            dependencies=[Depends(authenticate),
                                          Depends(reject_unknown_query_parameters)])

@@ -131,10 +131,11 @@ router = APIRouter(route_class=SessionRoute, tags=["metrics"])
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(_allow_scraper)])
 def metrics(request: Request, session: SessionDep) -> Response:
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encode(_scrape_registry(session)), media_type=content_type)
+    heartbeat = request.app.state.settings.worker_heartbeat_seconds
+    return Response(encode(_scrape_registry(session, heartbeat)), media_type=content_type)
 
 
-def _scrape_registry(session: Session) -> CollectorRegistry:
+def _scrape_registry(session: Session, heartbeat_seconds: float) -> CollectorRegistry:
     registry = CollectorRegistry()
     if _MULTIPROCESS:
         MultiProcessCollector(registry)
@@ -143,5 +144,5 @@ def _scrape_registry(session: Session) -> CollectorRegistry:
         for collector in (REQUESTS, LATENCY, PROCESS_COLLECTOR, PLATFORM_COLLECTOR,
                           GC_COLLECTOR):
             registry.register(collector)
-    registry.register(JobCollector(session))
+    registry.register(JobCollector(session, heartbeat_seconds))
     return registry

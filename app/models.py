@@ -373,3 +373,25 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # The start of the receiver's answer, for the sender's debugging.
     response: Mapped[str | None] = mapped_column(Text)
+
+
+class Worker(Base):
+    """A worker process in the registry, written by its own heartbeat (worker/registry.py);
+    one whose heartbeat is older than three intervals is offline."""
+
+    __tablename__ = "worker"
+
+    # host:pid, the owner its leases and job attempts record.
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    gpu_type: Mapped[str] = mapped_column(String(40))
+    gpus: Mapped[int] = mapped_column(Integer)
+    # Per device: a GPU's memory, or the machine's for a CPU worker.
+    gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # The broker queues it consumes (app.broker.worker_queues).
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # idle | busy
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -133,6 +133,7 @@ def job(task: str, status: str = "queued") -> dict[str, Any]:
             "settings": {"batch_size": 32, "gradient_accumulation_steps": 1,
                          "gradient_checkpointing": False, "compute": _COMPUTE}}
         ] if succeeded else [],
+        "waiting_for": None,
         "created_at": CREATED, "started_at": STARTED if succeeded else None,
         "finished_at": None if status == "queued" else FINISHED}
 
@@ -251,6 +252,12 @@ def success_examples() -> dict[str, Any]:
         "KeyList": {"data": [_key()], "has_more": False},
         "KeyOut": _key(revoked=True),
         "Health": {"status": "ok"},
+        "Page_WorkerOut_": {"data": [{
+            "id": "gpu-node-1:4242", "object": "worker", "host": "gpu-node-1", "pid": 4242,
+            "gpu_type": "a100-80gb", "gpus": 2, "gpu_memory_bytes": 85899345920,
+            "queues": ["jobs.a100-80gb.1", "jobs.any.1", "jobs.a100-80gb.2", "jobs.any.2"],
+            "status": "busy", "job_id": JOB_ID, "started_at": CREATED,
+            "heartbeat_at": STARTED}], "has_more": False},
     }
 
 
@@ -338,6 +345,8 @@ OPERATION_ERRORS: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
         "project")},
     ("get", "/v1/keys"): _ADMIN_REQUIRED,
     ("delete", "/v1/keys/{prefix}"): _ADMIN_REQUIRED,
+    ("get", "/v1/workers"): {403: error_body("admin_required",
+                                             "only an admin key can list the workers")},
     ("get", "/readyz"): {503: error_body("not_ready", "broker: no answer within 3 s")},
 }
 

@@ -7,11 +7,16 @@ that is rolled back at its end.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -50,6 +55,51 @@ def postgres_database() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A real S3-compatible HTTP server (moto in server mode) with one bucket."""
+
+    endpoint: str
+    bucket: str
+    process: subprocess.Popen[bytes]
+
+    def url(self) -> str:
+        """A new prefix of the bucket: a store of its own for one test."""
+        return f"s3://{self.bucket}/{uuid.uuid4().hex[:12]}"
+
+    def client(self) -> object:
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """`moto_server` on a free port; the standard AWS chain finds its test credentials in
+    the environment, which the service processes of end-to-end tests inherit."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(name, value)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    server = S3Server(f"http://127.0.0.1:{port}", "ft-test", process)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            server.client().create_bucket(Bucket=server.bucket)  # type: ignore[attr-defined]
+            break
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    yield server
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
 
 
 @pytest.fixture(scope="session")

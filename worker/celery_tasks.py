@@ -13,8 +13,9 @@ from app.broker import RUN_JOB, Broker
 from app.config import Settings
 from app.db import transaction
 from app.jobs import reaper
-from app.storage import LocalStorage
+from app.storage import make_storage
 from worker.dry_runs import DryRunProcess
+from worker.registry import Offer, Registration
 from worker.standby import StandbyTrainer
 from worker.supervisor import JobSupervisor
 
@@ -22,18 +23,21 @@ logger = logging.getLogger("finetune.worker")
 
 
 def register_tasks(broker: Broker, settings: Settings,
-                   session_factory: sessionmaker[Session]) -> None:
-    storage = LocalStorage(settings.storage_dir)
+                   session_factory: sessionmaker[Session], offer: Offer) -> None:
+    storage = make_storage(settings)
     standby = StandbyTrainer()
     dry_run_process = DryRunProcess()
     stopped = threading.Event()
+    registration = Registration(settings, session_factory, offer)
 
     @broker.celery.task(name=RUN_JOB)
     def run_job(job_id: str) -> None:
+        registration.busy(job_id)
         try:
             JobSupervisor(settings, session_factory, storage, job_id, standby, broker.enqueue,
                           worker_stopping).run()
         finally:
+            registration.idle()
             if not worker_stopping():
                 standby.start()
 
@@ -44,17 +48,20 @@ def register_tasks(broker: Broker, settings: Settings,
             try:
                 with transaction(session_factory) as session:
                     reaper.reap(session, resend_after_seconds=settings.resend_after_seconds,
+                                heartbeat_seconds=settings.worker_heartbeat_seconds,
                                 enqueue=broker.enqueue)
             except Exception:  # the reaper must outlive any one bad round
                 logger.warning("the reaper's round failed; it will try again", exc_info=True)
 
     def on_ready(**_: object) -> None:
+        registration.start()
         standby.start()
         dry_run_process.start()
         threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
 
     def on_shutdown(**_: object) -> None:
         stopped.set()
+        registration.stop()
         standby.stop()
         dry_run_process.stop()
 

@@ -1,9 +1,11 @@
 """Checkpoints the service writes, records and resumes from.
 
 The Trainer writes `checkpoint-N` into its own folder; once it is complete (on_save) it is
-hashed, renamed to `<job>/work/checkpoints/step-N` and recorded in the database with the
-sha256 of every file. A resume takes the newest recorded checkpoint whose files still match,
-so a half-written, damaged or foreign folder is never loaded.
+hashed, renamed to `<job>/work/checkpoints/step-N`, put in the store (every file, when the
+store is a bucket) and only then recorded in the database with the sha256 of every file. A
+resume takes the newest recorded checkpoint whose files still match, fetching from the store
+what this machine lacks, so a half-written, damaged or foreign folder is never loaded and a
+job resumes on any machine.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from app.db import transaction
 from app.hashing import sha256_of
 from app.jobs import lifecycle
 from app.models import Checkpoint, Job, JobAttempt, MetricPoint
+from app.storage import LocalStorage, StorageUnavailable
 from worker.training.distributed import any_rank, is_main_rank, wait_for_all_ranks
+from worker.training.errors import TrainingError
 from worker.training.events import EventSink
 
 KEEP_LATEST = 2
@@ -36,12 +40,20 @@ class JobInterrupted(Exception):
     """Raised at the end of a training loop stopped by SIGTERM, after its checkpoint."""
 
 
+class StoreUnreachable(TrainingError):
+    """The object store stayed unreachable: the attempt ends, the job resumes later from its
+    last complete checkpoint."""
+
+    code = "storage_unavailable"
+
+
 class CheckpointKeeper(TrainerCallback):
-    def __init__(self, session_factory: sessionmaker[Session], job_id: str, folder: Path,
-                 every_seconds: float | None) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], job_id: str,
+                 storage: LocalStorage, every_seconds: float | None) -> None:
         self.session_factory = session_factory
         self.job_id = job_id
-        self.folder = folder
+        self.storage = storage
+        self.folder = storage.checkpoints_dir(job_id)
         self.every_seconds = every_seconds
         self.last_save = time.monotonic()
         self.stop_requested = False
@@ -91,12 +103,27 @@ class CheckpointKeeper(TrainerCallback):
         self.folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(written, target)
-        if not self._record(step, manifest):
+        try:
+            self.storage.keep_checkpoint(self.job_id, step, manifest)
+        except StorageUnavailable as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            raise StoreUnreachable(f"the checkpoint at step {step} could not be put in the "
+                                   f"object store: {exc.message}") from None
+        dropped = self._record(step, manifest)
+        if dropped is None:
             # Unrecorded, it would never be resumed from: do not keep it either.
             shutil.rmtree(target, ignore_errors=True)
+            dropped = [step]
+        for old in dropped:
+            try:
+                self.storage.drop_checkpoint(self.job_id, old)
+            except StorageUnavailable:  # unrecorded objects are never read; they only cost
+                logger.warning("checkpoint at step %s is unrecorded but still in the store",
+                               old)
 
-    def _record(self, step: int, manifest: dict[str, str]) -> bool:
-        """Record the checkpoint, waiting out a short database outage; training goes on."""
+    def _record(self, step: int, manifest: dict[str, str]) -> list[int] | None:
+        """Record the checkpoint, waiting out a short database outage; training goes on.
+        Answers the steps no longer recorded (rotated out), None if this one is not."""
         deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
         while True:
             try:
@@ -106,13 +133,12 @@ class CheckpointKeeper(TrainerCallback):
                     session.add(Checkpoint(job_id=self.job_id, step=step, files=manifest))
                     lifecycle.add_event(session, self.job_id, "checkpoint",
                                         f"Checkpoint saved at step {step}", {"step": step})
-                    self._rotate(session)
-                return True
+                    return self._rotate(session)
             except SQLAlchemyError:
                 if time.monotonic() > deadline:
                     logger.warning("checkpoint at step %s not recorded: database unreachable",
                                    step)
-                    return False
+                    return None
                 time.sleep(1)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState,
@@ -120,18 +146,19 @@ class CheckpointKeeper(TrainerCallback):
         if self.stop_requested:
             raise JobInterrupted(f"stopped at step {state.global_step} with a checkpoint")
 
-    def _rotate(self, session: Session) -> None:
-        """Keep the latest two and the one with the best evaluation loss."""
+    def _rotate(self, session: Session) -> list[int]:
+        """Keep the latest two and the one with the best evaluation loss; answer the others."""
         steps = sorted(session.scalars(select(Checkpoint.step)
                                        .where(Checkpoint.job_id == self.job_id)), reverse=True)
         keep = set(steps[:KEEP_LATEST])
         scored = [step for step in steps if self._loss_at(step) is not None]
         if scored:
             keep.add(min(scored, key=lambda step: self._loss_at(step) or 0.0))
-        for step in set(steps) - keep:
+        dropped = sorted(set(steps) - keep)
+        if dropped:
             session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id,
-                                                     Checkpoint.step == step))
-            shutil.rmtree(self.folder / f"step-{step}", ignore_errors=True)
+                                                     Checkpoint.step.in_(dropped)))
+        return dropped
 
     def _loss_at(self, step: int) -> float | None:
         """The evaluation loss of the weights saved at `step`: the last evaluation before it."""
@@ -139,14 +166,20 @@ class CheckpointKeeper(TrainerCallback):
         return self.eval_loss[max(earlier)] if earlier else None
 
 
-def resume_point(session_factory: sessionmaker[Session], job_id: str, folder: Path,
+def resume_point(session_factory: sessionmaker[Session], job_id: str, storage: LocalStorage,
                  events: EventSink) -> tuple[Path, int] | None:
-    """The newest recorded checkpoint whose files match their hashes; damaged ones skipped."""
+    """The newest recorded checkpoint whose files match their hashes, fetched from the store
+    where this machine lacks them; damaged ones skipped."""
     with session_factory() as session:
         recorded = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
                                         .order_by(Checkpoint.step.desc())))
     for checkpoint in recorded:
-        path = folder / f"step-{checkpoint.step}"
+        path = storage.checkpoints_dir(job_id) / f"step-{checkpoint.step}"
+        try:
+            storage.restore_checkpoint(job_id, checkpoint.step, checkpoint.files)
+        except StorageUnavailable as exc:  # starting over would throw the training away
+            raise StoreUnreachable(f"the checkpoint at step {checkpoint.step} could not be "
+                                   f"fetched from the object store: {exc.message}") from None
         problem = _damage(path, checkpoint.files)
         if problem is None:
             return path, checkpoint.step

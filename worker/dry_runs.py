@@ -33,7 +33,7 @@ from app.db import transaction
 from app.dry_runs import service as dry_runs
 from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.processes import die_with_parent
-from app.storage import LocalStorage
+from app.storage import make_storage
 from worker.standby import trainer_env
 
 logger = logging.getLogger("finetune.worker")
@@ -48,7 +48,7 @@ class DryRunServer:
                  owner: str) -> None:
         self.settings = settings
         self.session_factory = session_factory
-        self.storage = LocalStorage(settings.storage_dir)
+        self.storage = make_storage(settings)
         self.owner = owner
 
     def serve(self, stopped: threading.Event) -> None:

@@ -112,14 +112,14 @@ def run_job(job_id: str, attempt: int) -> NoReturn:
     from app.config import get_settings
     from app.db import make_engine, make_session_factory
     from app.processes import die_with_parent
-    from app.storage import LocalStorage
+    from app.storage import make_storage
 
     if is_distributed():
         # torchrun starts each rank in a session of its own, out of the reach of a stop sent
         # to torchrun's group: a rank must not outlive it.
         die_with_parent(signal.SIGKILL)()
     settings = get_settings()
-    storage = LocalStorage(settings.storage_dir)
+    storage = make_storage(settings)
     work_dir = storage.job_work_dir(job_id)
     work_dir.mkdir(parents=True, exist_ok=True)
     if is_main_rank():
@@ -155,14 +155,14 @@ def _train_job(job_id: str, attempt: int, settings: Any, session_factory: Any,
                                  settings.progress_interval_seconds) if is_main_rank() else None)
     try:
         spec, files = _load_job(job_id, attempt, session_factory, storage)
-        keeper = CheckpointKeeper(session_factory, job_id, work_dir / "checkpoints",
+        keeper = CheckpointKeeper(session_factory, job_id, storage,
                                   None if spec.checkpoint_steps else settings.checkpoint_seconds)
         # A deploy's or a timeout's SIGTERM: save a checkpoint at the end of this step, stop.
         signal.signal(signal.SIGTERM, lambda *_: keeper.request_stop())
         if is_main_rank():
             shutil.rmtree(work_dir / "trainer", ignore_errors=True)  # earlier partials
         events = reporter or SilentSink()
-        resume = resume_point(session_factory, job_id, work_dir / "checkpoints", events)
+        resume = resume_point(session_factory, job_id, storage, events)
         if resume is not None and reporter is not None:
             mark_resumed(session_factory, job_id, resume[1])
             reporter.event("resumed", f"Resumed from step {resume[1]}", {"step": resume[1]})
@@ -209,8 +209,10 @@ def _load_job(job_id: str, attempt: int, session_factory: Any,
 
 
 def data_files(session: Any, spec: Any, storage: Any) -> Any:
-    """The stored files of the datasets `spec` reads, as DataFiles."""
+    """The stored files of the datasets `spec` reads, as DataFiles on this machine's disk."""
     from app.models import Dataset
+    from app.storage import StorageUnavailable
+    from worker.checkpoints import StoreUnreachable
     from worker.training.data import DataFile, DataFiles
     from worker.training.errors import TrainingError
 
@@ -220,8 +222,12 @@ def data_files(session: Any, spec: Any, storage: Any) -> Any:
         if dataset is None:
             raise TrainingError(f"dataset {dataset_id} ({role}) no longer exists",
                                 hint="Upload the data again and submit a new job.")
-        files[role] = DataFile(storage.dataset_path(dataset.id, dataset.format),
-                               dataset.format)
+        try:
+            path = storage.dataset_file(dataset.id, dataset.format)
+        except StorageUnavailable as exc:
+            raise StoreUnreachable(f"dataset {dataset_id} ({role}) could not be fetched: "
+                                   f"{exc.message}") from None
+        files[role] = DataFile(path, dataset.format)
     return DataFiles(**files)
 
 

@@ -18,9 +18,10 @@ import subprocess  # nosec B404
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -34,7 +35,7 @@ from app.jobs import lifecycle
 from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.models import Artifact, Job, JobStatus
 from app.processes import die_with_parent
-from app.storage import LocalStorage
+from app.storage import LocalStorage, StorageUnavailable
 from worker.memory_cap import gib, tree_memory_bytes
 from worker.runner import OUTCOME_FILE
 from worker.standby import StandbyTrainer, trainer_env
@@ -47,6 +48,7 @@ POLL_SECONDS = 0.5
 STATUS_EVERY_SECONDS = 2.0
 KILL_AFTER_TERM_SECONDS = 30.0
 LOG_TAIL_LINES = 40
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,7 +70,7 @@ class TrainerRun:
 class JobSupervisor:
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session],
                  storage: LocalStorage, job_id: str, standby: StandbyTrainer,
-                 enqueue: Callable[[str], None], is_stopping: Callable[[], bool]) -> None:
+                 enqueue: lifecycle.Enqueue, is_stopping: Callable[[], bool]) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.storage = storage
@@ -87,7 +89,8 @@ class JobSupervisor:
                            "left for an up-to-date worker", self.job_id, job.spec_version)
             return
         with transaction(self.session_factory) as session:
-            lease = lifecycle.claim(session, self.job_id, self.owner, socket.gethostname(),
+            # The attempt names the worker as the registry does (host:pid), not just its host.
+            lease = lifecycle.claim(session, self.job_id, self.owner, self.owner,
                                     self.settings.lease_seconds)
         if lease is None:
             logger.info("job %s is not queued any more; message dropped", self.job_id)
@@ -275,8 +278,14 @@ class JobSupervisor:
             runtime_seconds=run.runtime_seconds, log_tail=tail, enqueue=self.enqueue))
 
     def _succeed(self, lease: lifecycle.Lease, metrics: dict[str, Any], runtime: float) -> None:
-        manifest = artifacts.publish_model(self.storage, self.job_id,
-                                           self.storage.job_work_dir(self.job_id) / "model")
+        try:
+            manifest = self._renewing(lease, lambda: artifacts.publish_model(
+                self.storage, self.job_id, self.storage.job_work_dir(self.job_id) / "model"))
+        except StorageUnavailable as exc:  # not succeeded with a model the store lacks
+            self._retry(lease, TrainerRun(runtime_seconds=runtime), {
+                "status": "failed", "code": "storage_unavailable",
+                "message": f"the model could not be put in the object store: {exc.message}"})
+            return
 
         def publish(session: Session) -> bool:
             if not lifecycle.succeed(session, lease, metrics, runtime):
@@ -286,6 +295,17 @@ class JobSupervisor:
             return True
 
         self._end(publish)
+
+    def _renewing(self, lease: lifecycle.Lease, work: Callable[[], T]) -> T:
+        """Do `work` while holding the lease: putting a multi-GB model in an object store
+        can outlast it, and the reaper would hand a job in publication to another worker."""
+        with ThreadPoolExecutor(1, thread_name_prefix="publish") as pool:
+            done = pool.submit(work)
+            while True:
+                try:
+                    return done.result(timeout=self.settings.lease_seconds / 4)
+                except TimeoutError:
+                    self._renew(lease)
 
     def _end(self, move: Callable[[Session], bool]) -> None:
         """End the attempt in one transaction, retried while the database is unreachable: a

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from app.artifacts import service
+from app.artifacts.downloads import RedirectQuery, send_file
 from app.auth import CallerDep
 from app.deps import SessionDep, SessionRoute, StorageDep
 from app.errors import error_responses
@@ -19,7 +21,10 @@ def _file_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
                   "description": "The file; HTTP Range requests are supported"},
             206: {"content": {media_type: {}},
                   "description": "Partial content for a Range request"},
-            **error_responses(400, 404, 409, 416)}
+            307: {"description": "With `redirect=true` on an object store: the file is at "
+                                 "the presigned URL in Location",
+                  "headers": {"Location": {"schema": {"type": "string"}}}},
+            **error_responses(400, 404, 409, 416, 503)}
 
 
 class ArtifactOut(BaseModel):
@@ -41,22 +46,22 @@ def list_artifacts(job_id: JobId, caller: CallerDep, session: SessionDep) -> Art
                               for a in artifacts])
 
 
-@router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse,
+@router.get("/{job_id}/artifacts/{path:path}", response_class=StreamingResponse,
             responses=_file_responses("application/octet-stream"))
 def download_artifact(job_id: JobId, path: str, request: Request, caller: CallerDep,
-                      session: SessionDep, storage: StorageDep) -> FileResponse:
+                      session: SessionDep, storage: StorageDep,
+                      redirect: RedirectQuery = False) -> Response:
     """One file of the model folder."""
-    file = service.file_path(session, caller, storage, job_id, path)
-    service.check_range(request.headers.get("range"), file.stat().st_size)
-    return FileResponse(file, filename=file.name, media_type="application/octet-stream")
+    file = service.stored_artifact(session, caller, storage, job_id, path)
+    return send_file(storage, file, request.headers.get("range"), redirect=redirect,
+                     filename=PurePosixPath(path).name, media_type="application/octet-stream")
 
 
-@router.get("/{job_id}/model", response_class=FileResponse,
+@router.get("/{job_id}/model", response_class=StreamingResponse,
             responses=_file_responses("application/gzip"))
 def download_model(job_id: JobId, request: Request, caller: CallerDep, session: SessionDep,
-                   storage: StorageDep) -> FileResponse:
+                   storage: StorageDep, redirect: RedirectQuery = False) -> Response:
     """The whole model folder as one .tar.gz; `from_pretrained` loads it once unpacked."""
-    archive = service.archive_path(session, caller, storage, job_id)
-    service.check_range(request.headers.get("range"), archive.stat().st_size)
-    return FileResponse(archive, filename=f"{job_id}-model.tar.gz",
-                        media_type="application/gzip")
+    archive = service.stored_archive(session, caller, storage, job_id)
+    return send_file(storage, archive, request.headers.get("range"), redirect=redirect,
+                     filename=f"{job_id}-model.tar.gz", media_type="application/gzip")

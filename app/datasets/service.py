@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from app.errors import Conflict, InvalidRequest, NotFound
 from app.jobs.lifecycle import ACTIVE
 from app.models import Dataset, Job, JobDataset, new_id
 from app.pagination import paginate
-from app.storage import LocalStorage
+from app.storage import LocalStorage, StorageUnavailable
 
+logger = logging.getLogger("finetune.api")
 # The request field an intake problem is about, where it is not the file.
 _REQUEST_FIELDS = {"unsupported_format": "format", "unsupported_layout": "layout"}
 
@@ -95,7 +97,7 @@ def list_page(session: Session, caller: Caller, limit: int,
 def preview(session: Session, caller: Caller, storage: LocalStorage, dataset_id: str,
             limit: int) -> tuple[Dataset, list[dict[str, Any]]]:
     dataset = get(session, caller, dataset_id)
-    rows = read_preview(storage.dataset_path(dataset.id, dataset.format), dataset.format, limit)
+    rows = read_preview(storage.dataset_file(dataset.id, dataset.format), dataset.format, limit)
     return dataset, rows
 
 
@@ -112,7 +114,17 @@ def delete(session: Session, caller: Caller, storage: LocalStorage, dataset_id: 
     session.execute(JobDataset.__table__.delete().where(JobDataset.dataset_id == dataset_id))
     session.delete(dataset)
     session.flush()
-    after_commit(session, lambda: storage.delete_dataset(dataset_id))
+    after_commit(session, lambda: _delete_file(storage, dataset_id))
+
+
+def _delete_file(storage: LocalStorage, dataset_id: str) -> None:
+    # The dataset is gone already: an object left behind by an unreachable store is only
+    # space, never served again, so the delete still succeeds.
+    try:
+        storage.delete_dataset(dataset_id)
+    except StorageUnavailable as exc:
+        logger.warning("dataset %s deleted, but not its stored file: %s", dataset_id,
+                       exc.message)
 
 
 def _checked_text(value: str | None, field: str, limit: int) -> str | None:

@@ -22,8 +22,8 @@ def validate_job(spec: JobSpec, request: Request, response: Response, caller: Ca
     """Dry-run a job spec (the body of POST /v1/jobs): a worker loads and tokenizes the data
     and builds the model's shapes, then reports rows, token lengths, steps, parameters,
     memory and time, with errors and warnings. Nothing is queued or trained."""
-    dry_run = DryRunOut.from_dry_run(
-        service.submit(request.app.state.session_factory, caller, spec, settings))
+    dry_run = DryRunOut.from_dry_run(*service.submit(request.app.state.session_factory,
+                                                     caller, spec, settings))
     if dry_run.status != "done":
         response.status_code = 202
         response.headers["Location"] = dry_run.url
@@ -32,6 +32,7 @@ def validate_job(spec: JobSpec, request: Request, response: Response, caller: Ca
 
 @router.get("/v1/dry-runs/{dry_run_id}", response_model=DryRunOut,
             responses=error_responses(404))
-def get_dry_run(dry_run_id: DryRunId, caller: CallerDep, session: SessionDep) -> DryRunOut:
+def get_dry_run(dry_run_id: DryRunId, caller: CallerDep, session: SessionDep,
+                settings: SettingsDep) -> DryRunOut:
     """A dry run and, once a worker has answered, its report."""
-    return DryRunOut.from_dry_run(service.get(session, caller, dry_run_id))
+    return DryRunOut.from_dry_run(*service.get(session, caller, dry_run_id, settings))

@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import DryRun
+from app.workers.schemas import WaitingFor
 
 
 class Problem(BaseModel):
@@ -53,8 +54,15 @@ class DryRunOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_dry_run(cls, dry_run: DryRun) -> DryRunOut:
+    def from_dry_run(cls, dry_run: DryRun, unserved: WaitingFor | None = None) -> DryRunOut:
+        """`unserved`: what the job would wait for, as the registry stands now; a warning."""
+        report = DryRunReport.model_validate(dry_run.result) if dry_run.result else None
+        if report is not None and unserved is not None:
+            report.warnings.append(Problem(
+                code="no_worker_fits", message=f"the job would wait in the queue: "
+                                               f"{unserved.reason}",
+                hint="Start a worker that offers it (FT_WORKER_GPU_TYPE, FT_WORKER_GPUS), or "
+                     "ask for a gpu_type and a number of gpus that a worker offers."))
         return cls(id=dry_run.id, status=dry_run.status,  # type: ignore[arg-type]
-                   url=f"/v1/dry-runs/{dry_run.id}",
-                   report=DryRunReport.model_validate(dry_run.result) if dry_run.result
-                   else None, created_at=dry_run.created_at, updated_at=dry_run.updated_at)
+                   url=f"/v1/dry-runs/{dry_run.id}", report=report,
+                   created_at=dry_run.created_at, updated_at=dry_run.updated_at)

@@ -21,8 +21,10 @@ from app.db import transaction
 from app.errors import NotFound
 from app.jobs.dataset_fields import with_dataset_fields
 from app.jobs.service import check_datasets, check_server_caps
-from app.jobs.spec import JobSpec
+from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.models import Dataset, DryRun, utcnow
+from app.workers.schemas import WaitingFor
+from app.workers.service import live_workers, unserved
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 # Between two reads of a waiting dry run: short, as the answer takes seconds.
@@ -30,9 +32,10 @@ POLL_SECONDS = 0.1
 
 
 def submit(session_factory: sessionmaker[Session], caller: Caller, spec: JobSpec,
-           settings: Settings) -> DryRun:
+           settings: Settings) -> tuple[DryRun, WaitingFor | None]:
     """Store a dry run of `spec` after the checks a job submit makes, and wait for its report
-    up to FT_DRY_RUN_WAIT_SECONDS; answers the row, done or not."""
+    up to FT_DRY_RUN_WAIT_SECONDS; answers the row, done or not, and what the job would wait
+    for in the queue (no live worker serves its class)."""
     # Its own committed transaction: the workers must see the row while the request waits.
     with transaction(session_factory) as session:
         spec = with_dataset_fields(session, caller, spec).resolved()
@@ -43,7 +46,9 @@ def submit(session_factory: sessionmaker[Session], caller: Caller, spec: JobSpec
         session.add(dry_run)
         session.flush()
         dry_run_id = dry_run.id
-    return _wait(session_factory, dry_run_id, settings.dry_run_wait_seconds)
+    dry_run = _wait(session_factory, dry_run_id, settings.dry_run_wait_seconds)
+    with session_factory() as session:
+        return dry_run, _unserved(session, settings, dry_run)
 
 
 def _wait(session_factory: sessionmaker[Session], dry_run_id: str, seconds: float) -> DryRun:
@@ -56,11 +61,13 @@ def _wait(session_factory: sessionmaker[Session], dry_run_id: str, seconds: floa
         time.sleep(POLL_SECONDS)
 
 
-def get(session: Session, caller: Caller, dry_run_id: str) -> DryRun:
+def get(session: Session, caller: Caller, dry_run_id: str,
+        settings: Settings) -> tuple[DryRun, WaitingFor | None]:
+    """A dry run of the caller's, and what its job would wait for in the queue."""
     dry_run = session.get(DryRun, dry_run_id)
     if dry_run is None or not caller.sees(dry_run.project_id):
         raise NotFound(f"no dry run with id {dry_run_id}", param="dry_run_id")
-    return dry_run
+    return dry_run, _unserved(session, settings, dry_run)
 
 
 def claim_next(session: Session, owner: str, stale_seconds: float) -> DryRun | None:
@@ -96,6 +103,17 @@ def finish(session: Session, dry_run_id: str, owner: str, report: dict[str, Any]
         .values(status=DONE, result=report, updated_at=utcnow())
         .execution_options(synchronize_session=False))
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _unserved(session: Session, settings: Settings, dry_run: DryRun) -> WaitingFor | None:
+    """What the dry run's job would wait for in the queue, if no live worker can run it now.
+
+    An empty registry says nothing: a worker answered the dry run, one that does not register
+    (a release from before the registry, during a rolling deploy)."""
+    live = live_workers(session, settings.worker_heartbeat_seconds)
+    if not live:
+        return None
+    return unserved(JobSpec.from_stored(dry_run.spec, SPEC_VERSION).compute, live)
 
 
 def dataset_columns(session: Session, spec: JobSpec) -> dict[str, list[str]]:

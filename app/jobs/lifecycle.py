@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
+from app.broker import job_queue
 from app.db import after_commit
 from app.error_codes import hint_for
 from app.jobs import attempt_settings
@@ -27,7 +28,8 @@ from app.jobs.spec import JobSpec
 from app.models import Job, JobAttempt, JobEvent, JobStatus, utcnow
 from app.webhooks import outbox
 
-Enqueue = Callable[[str], None]
+# Sends "run job X" (the job's id) to a queue (its class's: queue_of), after the commit.
+Enqueue = Callable[[str, str], None]
 
 QUEUED, RUNNING, CANCELLING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING
 SUCCEEDED, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
@@ -149,9 +151,14 @@ def submit(session: Session, job: Job, enqueue: Enqueue, data: dict[str, Any]) -
     session.add(job)
     session.flush()
     _record(session, job.id, edge, ("Job queued", data))
-    job_id = job.id
-    after_commit(session, lambda: enqueue(job_id))
+    _send(session, job, enqueue)
     return job
+
+
+def queue_of(job: Job) -> str:
+    """The queue of the job's class: what its stored spec asks of a worker."""
+    compute = JobSpec.from_stored(job.spec, job.spec_version).compute
+    return job_queue(compute.gpus, compute.gpu_type)
 
 
 def claim(session: Session, job_id: str, owner: str, host: str,
@@ -413,8 +420,13 @@ def _move(session: Session, edge: Edge, job_id: str, *notes: Note, lease: Lease 
         return False
     _record(session, job_id, edge, *notes)
     if enqueue is not None and "enqueued_at" in edge.sets:
-        after_commit(session, lambda: enqueue(job_id))
+        _send(session, session.get_one(Job, job_id), enqueue)
     return True
+
+
+def _send(session: Session, job: Job, enqueue: Enqueue) -> None:
+    job_id, queue = job.id, queue_of(job)
+    after_commit(session, lambda: enqueue(job_id, queue))
 
 
 def _record(session: Session, job_id: str, edge: Edge, *notes: Note) -> None:

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import Caller, CallerDep
+from app.config import Settings
 from app.db import transaction
 from app.deps import SessionDep, SessionRoute, SettingsDep
 from app.errors import InvalidRequest, error_responses
@@ -26,6 +27,7 @@ from app.streams.params import (
     JobCursorHeader,
     StreamQuery,
 )
+from app.workers.service import waiting_for
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=SessionRoute)
 
@@ -39,13 +41,15 @@ def create_job(spec: JobSpec, request: Request, caller: CallerDep, session: Sess
     """Submit a fine-tuning job to the key's project; it starts in status `queued`."""
     job = service.create(session, caller, spec, request.app.state.broker.enqueue, settings,
                          idempotency_key)
-    return _outs(session, [job])[0]
+    return _outs(session, settings, [job])[0]
 
 
-def _outs(session: SessionDep, jobs: list[Job]) -> list[JobOut]:
+def _outs(session: Session, settings: Settings, jobs: list[Job]) -> list[JobOut]:
     attempts = service.attempts(session, [job.id for job in jobs])
     prefixes = service.key_prefixes(session, jobs)
-    return [JobOut.from_job(job, attempts[job.id], prefixes[job.api_key_id]) for job in jobs]
+    waiting = waiting_for(session, settings, jobs)
+    return [JobOut.from_job(job, attempts[job.id], prefixes[job.api_key_id], waiting.get(job.id))
+            for job in jobs]
 
 
 @router.get("", response_model=Page[JobOut],
@@ -62,27 +66,30 @@ async def list_jobs(request: Request, caller: CallerDep, status: StatusQuery = N
             raise InvalidRequest("'after' names a job of a page; a stream starts now, or "
                                  "after its Last-Event-ID", param="after")
         return await streams.change_stream(state, caller, status, last_event_id)
-    return await to_thread.run_sync(_job_page, state.session_factory, caller, status, limit,
-                                    after)
+    return await to_thread.run_sync(_job_page, state.session_factory, state.settings, caller,
+                                    status, limit, after)
 
 
-def _job_page(session_factory: sessionmaker[Session], caller: Caller, status: JobStatus | None,
-              limit: int, after: str | None) -> Page[JobOut]:
+def _job_page(session_factory: sessionmaker[Session], settings: Settings, caller: Caller,
+              status: JobStatus | None, limit: int, after: str | None) -> Page[JobOut]:
     with transaction(session_factory) as session:
         jobs, has_more = service.list_page(session, caller, status, limit, after)
-        return Page[JobOut](data=_outs(session, jobs), has_more=has_more)
+        return Page[JobOut](data=_outs(session, settings, jobs), has_more=has_more)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
-def get_job(job_id: JobId, caller: CallerDep, session: SessionDep) -> JobOut:
-    """Get a job: status, progress, metrics, error."""
-    return _outs(session, [service.get(session, caller, job_id)])[0]
+def get_job(job_id: JobId, caller: CallerDep, session: SessionDep,
+            settings: SettingsDep) -> JobOut:
+    """Get a job: status, progress, metrics, error; for a queued job that no live worker can
+    run, what it is waiting for."""
+    return _outs(session, settings, [service.get(session, caller, job_id)])[0]
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=error_responses(404, 409))
-def cancel_job(job_id: JobId, caller: CallerDep, session: SessionDep) -> JobOut:
+def cancel_job(job_id: JobId, caller: CallerDep, session: SessionDep,
+               settings: SettingsDep) -> JobOut:
     """Cancel a job: a queued job never starts, a running one stops at its next step."""
-    return _outs(session, [service.cancel(session, caller, job_id)])[0]
+    return _outs(session, settings, [service.cancel(session, caller, job_id)])[0]
 
 
 @router.get("/{job_id}/events", response_model=EventPage,

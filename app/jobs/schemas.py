@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from app.jobs.lifecycle import LEASED
 from app.models import Job, JobAttempt, JobEvent, JobStatus
+from app.workers.schemas import WaitingFor
 
 
 class Progress(BaseModel):
@@ -50,12 +51,17 @@ class JobOut(BaseModel):
     metrics: dict[str, Any]
     error: JobError | None
     attempts: list[AttemptOut]
+    waiting_for: WaitingFor | None = Field(
+        description="A queued job whose class (compute.gpus and compute.gpu_type) no live "
+                    "worker serves: what it needs and what the workers offer. It starts when "
+                    "such a worker comes up; null otherwise")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def from_job(cls, job: Job, attempts: list[JobAttempt], submitted_by: str | None) -> JobOut:
+    def from_job(cls, job: Job, attempts: list[JobAttempt], submitted_by: str | None,
+                 waiting_for: WaitingFor | None = None) -> JobOut:
         percent = 100.0 if job.status == JobStatus.SUCCEEDED else (
             round(100.0 * job.step / job.total_steps, 2) if job.total_steps else 0.0)
         error = (JobError(code=job.error_code, message=job.error_message or "",
@@ -72,7 +78,7 @@ class JobOut(BaseModel):
                                  resumed_from_step=a.resumed_from_step, last_step=a.last_step,
                                  settings=a.settings)
                       for a in attempts],
-            started_at=job.started_at, finished_at=job.finished_at)
+            waiting_for=waiting_for, started_at=job.started_at, finished_at=job.finished_at)
 
 
 class EventOut(BaseModel):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -23,7 +22,7 @@ from app.openai_compat.errors import UnsupportedByService
 from app.openai_compat.schemas import FileObject
 from app.pagination import paginate
 from app.params import is_id
-from app.storage import LocalStorage
+from app.storage import LocalStorage, StoredFile
 
 FINE_TUNE = "fine-tune"
 RESULTS = "fine-tune-results"
@@ -97,11 +96,14 @@ def list_page(session: Session, caller: Caller, purpose: str | None, limit: int,
 
 
 def stored_file(session: Session, caller: Caller, storage: LocalStorage,
-                file_id: str) -> tuple[Path, str]:
+                file_id: str) -> tuple[StoredFile, str]:
     """The stored file of an upload, and its name: as uploaded, or as converted and checked
     (chats and other rewritten layouts as JSON Lines)."""
     dataset = _dataset(session, caller, file_id)
-    return storage.dataset_path(dataset.id, dataset.format), file_object(dataset).filename
+    file = storage.dataset_download(dataset.id, dataset.format)
+    if file is None:  # its row outlived the file: a delete's after-commit step is under way
+        raise _no_file(file_id)
+    return file, file_object(dataset).filename
 
 
 def result_file(session: Session, caller: Caller, file_id: str) -> tuple[Job, bytes]:

@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.artifacts.downloads import RedirectQuery, send_file
 from app.auth import CallerDep, authenticate
 from app.datasets import service as datasets
 from app.datasets.upload import receive_upload
@@ -114,15 +114,21 @@ def delete_file(file_id: str, caller: CallerDep, session: SessionDep,
 
 @router.get("/files/{file_id}/content", response_class=Response,
             responses={**responses("get", "/files/{file_id}/content", None),
-                       200: {"content": {"application/octet-stream": {}, "text/csv": {}}}})
-def file_content(file_id: str, caller: CallerDep, session: SessionDep,
-                 storage: StorageDep) -> Response:
-    """The stored file, or a result file's CSV (plain text, not base64)."""
+                       200: {"content": {"application/octet-stream": {}, "text/csv": {}}},
+                       206: {"content": {"application/octet-stream": {}},
+                             "description": "Partial content for a Range request"},
+                       307: {"description": "With `redirect=true` on an object store: the "
+                                            "file is at the presigned URL in Location"}})
+def file_content(file_id: str, request: Request, caller: CallerDep, session: SessionDep,
+                 storage: StorageDep, redirect: RedirectQuery = False) -> Response:
+    """The stored file (HTTP Range requests are supported), or a result file's CSV (plain
+    text, not base64)."""
     if files.is_result_file(file_id):
         _, content = files.result_file(session, caller, file_id)
         return Response(content, media_type="text/csv")
-    path, filename = files.stored_file(session, caller, storage, file_id)
-    return FileResponse(path, media_type="application/octet-stream", filename=filename)
+    file, filename = files.stored_file(session, caller, storage, file_id)
+    return send_file(storage, file, request.headers.get("range"), filename=filename,
+                     media_type="application/octet-stream", redirect=redirect)
 
 
 @router.post("/fine_tuning/jobs", response_model=FineTuningJob,

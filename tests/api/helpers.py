@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -7,9 +8,10 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.db import commit
+from app.broker import worker_queues
+from app.db import commit, transaction
 from app.jobs import lifecycle
-from app.models import Job, JobStatus, utcnow
+from app.models import Job, JobStatus, Worker, utcnow
 from tests.conftest import TINY_MODEL
 from tests.factories import sentiment_rows, write_rows
 
@@ -73,3 +75,18 @@ def move_job(api: TestClient, job_id: str, source: JobStatus, target: JobStatus)
 
 def start_job(api: TestClient, job_id: str) -> None:
     move_job(api, job_id, JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+GIB = 1024**3
+
+
+def place_worker(api: TestClient, worker_id: str, gpu_type: str, gpus: int, *,
+                 silent_seconds: float = 0.0, job_id: str | None = None) -> None:
+    """A worker's row as its heartbeat leaves it, last written `silent_seconds` ago."""
+    beat = utcnow() - timedelta(seconds=silent_seconds)
+    with transaction(api.app.state.session_factory) as session:
+        session.add(Worker(id=worker_id, host=worker_id.split(":")[0],
+                           pid=int(worker_id.split(":")[1]), gpu_type=gpu_type, gpus=gpus,
+                           gpu_memory_bytes=80 * GIB, queues=worker_queues(gpu_type, gpus),
+                           status="busy" if job_id else "idle", job_id=job_id,
+                           started_at=beat, heartbeat_at=beat))

@@ -24,7 +24,13 @@ from app.db import transaction
 from app.jobs import lifecycle
 from app.metrics import MULTIPROCESS_ENV, reset_multiprocess_dir
 from app.models import Job, utcnow
-from tests.api.helpers import assert_error, job_spec, sentiment_dataset, start_job
+from tests.api.helpers import (
+    assert_error,
+    job_spec,
+    place_worker,
+    sentiment_dataset,
+    start_job,
+)
 from tests.conftest import create_key, postgres_database
 from tests.e2e.service import free_port, service_env, stop, wait_ready
 
@@ -113,6 +119,20 @@ def test_jobs_by_status_and_project_are_counted_in_the_database(api: TestClient,
             for status in expected} == expected
     assert value(text, "finetune_jobs", project="team-b", status="queued") == 1
     assert value(text, "finetune_database_up") == 1
+
+
+def test_the_fleet_is_counted_by_gpu_type_and_status(api: TestClient) -> None:
+    place_worker(api, "a100-box:1", "a100-80gb", 2, job_id="job_busy")
+    place_worker(api, "a100-box:2", "a100-80gb", 2)
+    place_worker(api, "h100-box:1", "h100", 8, silent_seconds=3600)
+
+    text = scrape(api)
+    assert {status: value(text, "finetune_workers", gpu_type="a100-80gb", status=status)
+            for status in ("idle", "busy", "offline")} == {"idle": 1, "busy": 1, "offline": 0}
+    assert value(text, "finetune_workers", gpu_type="h100", status="offline") == 1
+    assert value(text, "finetune_worker_devices", gpu_type="a100-80gb") == 4
+    # A silent worker's devices are not offered.
+    assert value(text, "finetune_worker_devices", gpu_type="h100") == 0
 
 
 def test_a_job_run_shows_in_throughput_attempts_waits_and_durations(api: TestClient,

@@ -1,6 +1,6 @@
 """A job on two ranks under the real worker: the supervisor starts torchrun, a rank killed
-with SIGKILL fails the attempt and the next one resumes from the checkpoint every rank took
-part in, and a cancel stops every rank with no process left behind."""
+with SIGKILL fails the attempt and the next one resumes from the sharded checkpoint every
+rank took part in, and a cancel stops every rank with no process left behind."""
 
 from __future__ import annotations
 
@@ -22,15 +22,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, model_catalog: Path) -> Iterator[Service]:
-    with production_service(tmp_path_factory.mktemp("distributed"), model_catalog) as running:
+    # A CPU worker offers one device unless told otherwise: this one takes 2-rank jobs.
+    with production_service(tmp_path_factory.mktemp("distributed"), model_catalog,
+                            FT_WORKER_GPUS="2") as running:
         yield running
 
 
-def two_rank_spec(dataset_id: str, max_steps: int) -> dict[str, Any]:
+def two_rank_spec(dataset_id: str, max_steps: int, distributed: str = "ddp") -> dict[str, Any]:
     return {"task": "text-classification", "model": TINY_MODEL,
             "dataset": {"train": dataset_id, "validation_split": 0.25},
             "hyperparameters": {"max_steps": max_steps, "batch_size": 4, "learning_rate": 1e-3},
-            "compute": {"gpus": 2}, "checkpoint_steps": 10, "logging_steps": 5}
+            "compute": {"gpus": 2, "distributed": distributed}, "checkpoint_steps": 10,
+            "logging_steps": 5}
 
 
 def rank_pids(job_id: str) -> list[int]:
@@ -61,10 +64,11 @@ def at_step(minimum: int) -> Any:
     return lambda job: job["progress"]["step"] >= minimum
 
 
-def test_a_killed_rank_is_retried_from_the_shared_checkpoint(service: Service,
-                                                             tmp_path: Path) -> None:
+def test_a_killed_rank_is_retried_from_the_sharded_checkpoint(service: Service,
+                                                              tmp_path: Path) -> None:
+    # FSDP: each rank's checkpoint holds only its shard, so a resume needs every rank's part.
     dataset = service.upload(write_rows(tmp_path / "train.csv", sentiment_rows(64, seed=3)))
-    job = service.submit(two_rank_spec(dataset["id"], max_steps=60))
+    job = service.submit(two_rank_spec(dataset["id"], max_steps=60, distributed="fsdp"))
     service.wait_for(job["id"], ("running",), condition=at_step(25))
     os.kill(max(wait_for_ranks(job["id"], 2)), signal.SIGKILL)
     finished = service.wait_for(job["id"], timeout=400)
@@ -72,6 +76,7 @@ def test_a_killed_rank_is_retried_from_the_shared_checkpoint(service: Service,
     first, last = finished["attempts"][0], finished["attempts"][-1]
     assert first["outcome"] == "crashed" and last["outcome"] == "succeeded", finished["attempts"]
     assert last["settings"]["compute"]["ranks"] == 2
+    assert last["settings"]["compute"]["distributed"] == "fsdp"
     assert last["settings"]["compute"]["effective_batch_size"] == 8
     events = service.client.get(f"/v1/jobs/{job['id']}/events",
                                 params={"limit": 1000}).json()["data"]

@@ -14,10 +14,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import migrate
+from app.broker import worker_queues
 from app.db import make_engine, make_session_factory, transaction
 from app.jobs import lifecycle
 from app.jobs.spec import SPEC_VERSION, JobSpec
-from app.models import DEFAULT_PROJECT_ID, Job, JobEvent, JobStatus, new_id, utcnow
+from app.models import DEFAULT_PROJECT_ID, Job, JobEvent, JobStatus, Worker, new_id, utcnow
 from tests.conftest import TINY_MODEL, postgres_database
 
 LEASE_SECONDS = 60.0
@@ -50,9 +51,21 @@ class Jobs:
 
     db: sessionmaker[Session]
     sent: list[str] = field(default_factory=list)
+    # The queue each job was last sent to.
+    queues: dict[str, str] = field(default_factory=dict)
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, queue: str) -> None:
         self.sent.append(job_id)
+        self.queues[job_id] = queue
+
+    def serve(self, gpu_type: str, gpus: int, worker_id: str = WORKER) -> None:
+        """A live worker offering `gpus` devices of `gpu_type`, as its heartbeat writes it."""
+        now = utcnow()
+        with transaction(self.db) as session:
+            session.merge(Worker(id=worker_id, host=worker_id.split(":")[0], pid=1,
+                                 gpu_type=gpu_type, gpus=gpus, gpu_memory_bytes=None,
+                                 queues=worker_queues(gpu_type, gpus), status="idle",
+                                 started_at=now, heartbeat_at=now))
 
     def submit(self, **spec: Any) -> str:
         stored = JobSpec.model_validate({

@@ -47,7 +47,7 @@ def test_a_lease_taken_back_while_its_trainer_still_reports(jobs: Jobs) -> None:
     old = jobs.running()
     assert jobs.do(lambda session: _progress(session, old, step=3)) == JobStatus.RUNNING
     jobs.expire_lease(old.job_id)
-    jobs.do(lambda session: reaper.reap(session, resend_after_seconds=60,
+    jobs.do(lambda session: reaper.reap(session, resend_after_seconds=60, heartbeat_seconds=10,
                                         enqueue=jobs.enqueue))
     assert jobs.get(old.job_id).status == JobStatus.QUEUED
 

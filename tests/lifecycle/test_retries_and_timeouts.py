@@ -19,8 +19,10 @@ def crash(jobs: Jobs, lease: lifecycle.Lease) -> bool:
 
 
 def reap(jobs: Jobs, resend_after_seconds: float = 60) -> None:
+    """A reaper's round, with a live worker offering 4 h100 devices."""
+    jobs.serve("h100", 4)
     jobs.do(lambda session: reaper.reap(session, resend_after_seconds=resend_after_seconds,
-                                        enqueue=jobs.enqueue))
+                                        heartbeat_seconds=10, enqueue=jobs.enqueue))
 
 
 def test_a_crashed_attempt_is_retried_until_max_attempts(jobs: Jobs) -> None:
@@ -144,3 +146,28 @@ def test_the_reaper_leaves_jobs_of_a_newer_spec_to_up_to_date_workers(jobs: Jobs
     reap(jobs, resend_after_seconds=60)
     assert jobs.get(lease.job_id).status == JobStatus.RUNNING
     assert jobs.get(queued).status == JobStatus.QUEUED and jobs.sent == []
+
+
+def test_every_send_goes_to_the_queue_of_the_jobs_class(jobs: Jobs) -> None:
+    lease = jobs.running(compute={"gpus": 2, "gpu_type": "h100"}, max_attempts=3)
+    assert jobs.queues[lease.job_id] == "jobs.h100.2"
+    jobs.queues.clear()
+    assert crash(jobs, lease)  # a retry
+    assert jobs.queues == {lease.job_id: "jobs.h100.2"}
+    anywhere = jobs.submit(compute={"gpus": 3})
+    assert jobs.queues[anywhere] == "jobs.any.3"
+    jobs.age(anywhere, 120)
+    jobs.queues.clear()
+    reap(jobs, resend_after_seconds=60)  # the reaper's resend
+    assert jobs.queues[anywhere] == "jobs.any.3"
+
+
+def test_a_job_no_live_worker_serves_is_not_sent_again_until_one_is(jobs: Jobs) -> None:
+    waiting = jobs.submit(compute={"gpu_type": "tpu"})
+    jobs.age(waiting, 120)
+    jobs.sent.clear()
+    reap(jobs, resend_after_seconds=60)  # its message waits in jobs.tpu.1: no copies
+    assert waiting not in jobs.sent and jobs.kinds(waiting) == ["queued"]
+    jobs.serve("tpu", 1, worker_id="host-b:2")
+    reap(jobs, resend_after_seconds=60)
+    assert jobs.queues[waiting] == "jobs.tpu.1" and jobs.kinds(waiting) == ["queued", "resent"]
