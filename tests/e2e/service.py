@@ -109,11 +109,15 @@ def finetune(*args: str, env: dict[str, str], cwd: Path, log: Path) -> subproces
                                 start_new_session=True)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
+def stop(*processes: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to every process group at once, then SIGKILL to those still there after 20 s."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
         os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for process in running:
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -136,9 +140,7 @@ def running_service(settings: dict[str, str], workdir: Path) -> Iterator[Service
         yield service
     finally:
         service.client.close()
-        stop(api)
-        for worker in (service.worker, *service.more_workers):
-            stop(worker)
+        stop(api, service.worker, *service.more_workers)
 
 
 def wait_ready(client: httpx.Client, api: subprocess.Popen[bytes], log: Path) -> None:
