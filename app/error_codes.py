@@ -68,6 +68,14 @@ _CODES = [
                  "model in it; nothing half-written was recorded", True,
                  "The job resumes from its last complete checkpoint once the store answers; "
                  "if this repeats, check the workers' endpoint, credentials and bucket."),
+    # Retried: a full disk is the machine's state, not the job's; the partial file is deleted,
+    # the next attempt (maybe on another worker) resumes from the last complete checkpoint.
+    JobErrorCode("storage_full", "the worker's local disk (FT_STORAGE_DIR) filled up while "
+                 "the trainer saved a checkpoint or the model, or while the worker archived "
+                 "the model; the partial files were deleted", True,
+                 "Free space on the worker's FT_STORAGE_DIR (finished jobs' folders, the dataset "
+                 "cache) or give it a larger disk. The last complete checkpoint is kept: the "
+                 "job resumes from it."),
     JobErrorCode("timeout", "the job trained longer than its max_runtime_seconds; a "
                  "checkpoint was saved", False,
                  "Raise max_runtime_seconds (up to FT_MAX_JOB_SECONDS), or train fewer "

@@ -82,6 +82,11 @@ class ServiceUnavailable(ServiceError):
     code = "service_unavailable"
 
 
+class InsufficientStorage(ServiceError):
+    status_code = 507
+    code = "insufficient_storage"
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries so that every documented error carries the error body."""
     return {status: {"model": ErrorBody} for status in statuses}

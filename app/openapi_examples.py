@@ -288,6 +288,10 @@ ERRORS: dict[int, dict[str, Any]] = {
                                 "12 s"),
     503: error_body("database_unavailable", "the database cannot be reached right now; try again "
                                         "shortly"),
+    507: error_body("storage_full", "the service's disk (FT_STORAGE_DIR) is full: 4,096 of "
+                                "8,589,934,592 bytes free while receiving the upload; nothing "
+                                "was kept. Send it again once the operator has freed space in "
+                                "FT_STORAGE_DIR or given it a larger disk"),
 }
 
 # A 404 names the object of the path's last parameter.

@@ -5,7 +5,8 @@ hashed, renamed to `<job>/work/checkpoints/step-N`, put in the store (every file
 store is a bucket) and only then recorded in the database with the sha256 of every file. A
 resume takes the newest recorded checkpoint whose files still match, fetching from the store
 what this machine lacks, so a half-written, damaged or foreign folder is never loaded and a
-job resumes on any machine.
+job resumes on any machine. A checkpoint that finds the disk full is deleted, not recorded, and
+ends the attempt with `storage_full`; the ones before it stay.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from app.hashing import sha256_of
 from app.jobs import lifecycle
 from app.models import Checkpoint, Job, JobAttempt, MetricPoint
 from app.storage import LocalStorage, StorageUnavailable
+from app.storage.local import disk_space, is_disk_full
 from worker.training.distributed import any_rank, is_main_rank, wait_for_all_ranks
-from worker.training.errors import TrainingError
+from worker.training.errors import DiskFull, TrainingError
 from worker.training.events import EventSink
 
 KEEP_LATEST = 2
@@ -100,9 +102,17 @@ class CheckpointKeeper(TrainerCallback):
         manifest = {path.relative_to(written).as_posix(): sha256_of(path)
                     for path in sorted(written.rglob("*")) if path.is_file()}
         target = self.folder / f"step-{step}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(written, target)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(written, target)
+        except OSError as exc:
+            if not is_disk_full(exc, self.folder):
+                raise
+            shutil.rmtree(written, ignore_errors=True)
+            raise DiskFull(f"the disk of {self.folder} filled up while keeping the checkpoint "
+                           f"at step {step}; it was deleted and {disk_space(self.folder)} "
+                           "now") from None
         try:
             self.storage.keep_checkpoint(self.job_id, step, manifest)
         except StorageUnavailable as exc:

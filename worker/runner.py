@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_standalone(spec_path: Path, out: Path) -> int:
     from app.config import get_settings
     from app.jobs.spec import JobSpec
+    from app.storage.local import is_disk_full
     from worker.catalog import resolve_model
     from worker.training.data import DataFile, DataFiles, format_from_suffix
     from worker.training.errors import TrainingError
@@ -74,9 +75,13 @@ def run_standalone(spec_path: Path, out: Path) -> int:
         metrics = run_training(spec, DataFiles(**files),
                                resolve_model(spec.model, get_settings().models_dir), out,
                                events=PrintSink() if is_main_rank() else SilentSink())
-    except TrainingError as exc:
-        print(json.dumps({"error": {"code": exc.code, "message": exc.message,
-                                    "hint": exc.hint}}), file=sys.stderr)
+    except Exception as exc:
+        failure = (exc if isinstance(exc, TrainingError)
+                   else _disk_full(out, exc) if is_disk_full(exc, out) else None)
+        if failure is None:
+            raise
+        print(json.dumps({"error": {"code": failure.code, "message": failure.message,
+                                    "hint": failure.hint}}), file=sys.stderr)
         return EXIT_FAILED
     if is_main_rank():
         print(json.dumps(metrics, indent=2))
@@ -142,6 +147,7 @@ def _train_job(job_id: str, attempt: int, settings: Any, session_factory: Any,
                storage: Any) -> tuple[dict[str, Any] | None, int]:
     """The attempt's outcome and exit status; no outcome when a rank of a multi-device job
     broke (the supervisor then retries the attempt, as for a crash)."""
+    from app.storage.local import is_disk_full
     from worker.catalog import resolve_model
     from worker.checkpoints import CheckpointKeeper, JobInterrupted, mark_resumed, resume_point
     from worker.reporting import DatabaseReporter
@@ -176,6 +182,8 @@ def _train_job(job_id: str, attempt: int, settings: Any, session_factory: Any,
             return {"status": "cancelled"}, EXIT_CANCELLED
         if isinstance(exc, JobInterrupted):
             return {"status": "interrupted"}, EXIT_INTERRUPTED
+        if not isinstance(exc, TrainingError) and is_disk_full(exc, work_dir):
+            exc = _disk_full(work_dir, exc)
         if is_distributed() and not isinstance(exc, TrainingError):
             # A rank that died takes the others' collectives down with it.
             traceback.print_exc()
@@ -229,6 +237,40 @@ def data_files(session: Any, spec: Any, storage: Any) -> Any:
                                    f"{exc.message}") from None
         files[role] = DataFile(path, dataset.format)
     return DataFiles(**files)
+
+
+def _disk_full(out: Path, exc: BaseException) -> Any:
+    """The failure of a write that found the disk of the output folder `out` full, once the
+    main rank has deleted what the write left there: every `*.partial` (the name this service
+    writes a file or folder under before renaming it: the model folder being saved, the best
+    weights) and each checkpoint the Trainer had not finished. Complete checkpoints stay, so
+    the next attempt resumes from the last one; the outcome file then has room too."""
+    from app.storage.local import disk_space
+    from worker.training.errors import DiskFull
+
+    unfinished = [path for path in (out / "trainer").glob("checkpoint-*") if not _finished(path)]
+    partial = unfinished + sorted(out.rglob("*.partial"))
+    if is_main_rank():
+        for path in partial:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    what = (f"while the trainer was saving; its partial files were deleted "
+            f"({', '.join(path.name for path in partial)})" if partial
+            else f"during training ({str(exc)[:200]})")
+    return DiskFull(f"the disk of {out} filled up {what}; {disk_space(out)} now")
+
+
+def _finished(checkpoint: Path) -> bool:
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    # The Trainer writes a checkpoint's state last.
+    try:
+        json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _write_outcome(work_dir: Path, outcome: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.models import Artifact, Job, JobStatus
 from app.processes import die_with_parent
 from app.storage import LocalStorage, StorageUnavailable
+from app.storage.local import StorageFull
 from worker.memory_cap import gib, tree_memory_bytes
 from worker.runner import OUTCOME_FILE
 from worker.standby import StandbyTrainer, trainer_env
@@ -281,10 +282,10 @@ class JobSupervisor:
         try:
             manifest = self._renewing(lease, lambda: artifacts.publish_model(
                 self.storage, self.job_id, self.storage.job_work_dir(self.job_id) / "model"))
-        except StorageUnavailable as exc:  # not succeeded with a model the store lacks
+        except (StorageUnavailable, StorageFull) as exc:  # not succeeded without its model
             self._retry(lease, TrainerRun(runtime_seconds=runtime), {
-                "status": "failed", "code": "storage_unavailable",
-                "message": f"the model could not be put in the object store: {exc.message}"})
+                "status": "failed", "code": exc.code,
+                "message": f"the model could not be published: {exc.message}"})
             return
 
         def publish(session: Session) -> bool:

@@ -17,6 +17,7 @@ from app.hashing import sha256_of
 from app.jobs import service as jobs
 from app.models import Artifact
 from app.storage import LocalStorage, StoredFile
+from app.storage.local import StorageFull, disk_space, is_disk_full
 
 
 def list_for_job(session: Session, caller: Caller, job_id: str) -> list[Artifact]:
@@ -55,7 +56,8 @@ def publish_model(storage: LocalStorage, job_id: str, trained: Path) -> list[Art
     half-written model or archive where a client can see it; in an object store the archive
     goes up last, and nothing is served before the job is recorded as succeeded. File work
     only, so no database transaction waits on it, and safe to repeat: a retry finds the
-    folder already in place. Raises StorageUnavailable when the store stays unreachable.
+    folder already in place. Raises StorageUnavailable when the store stays unreachable, and
+    StorageFull, with the model folder and the partial archive deleted, when the disk fills up.
     """
     model_dir = storage.job_model_dir(job_id)
     if trained.is_dir():
@@ -64,13 +66,24 @@ def publish_model(storage: LocalStorage, job_id: str, trained: Path) -> list[Art
     files = sorted(p for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink())
     archive = storage.model_archive_path(job_id)
     partial = archive.with_suffix(".partial")
-    # Weights barely compress (level 1 saves ~7% on a BERT-size model at ~20x the time), so
-    # the gzip stream only stores: archiving stays I/O-bound even for multi-GB models.
-    with tarfile.open(partial, "w:gz", compresslevel=0) as tar:
-        for file in files:
-            tar.add(file, arcname=f"model/{file.relative_to(model_dir).as_posix()}",
-                    recursive=False)
-    os.replace(partial, archive)
+    try:
+        # Weights barely compress (level 1 saves ~7% on a BERT-size model at ~20x the time),
+        # so the gzip stream only stores: archiving stays I/O-bound even for multi-GB models.
+        with tarfile.open(partial, "w:gz", compresslevel=0) as tar:
+            for file in files:
+                tar.add(file, arcname=f"model/{file.relative_to(model_dir).as_posix()}",
+                        recursive=False)
+        os.replace(partial, archive)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        if not is_disk_full(exc, model_dir):
+            raise
+        # Nothing serves the folder before the job succeeds, and the next attempt saves the
+        # model again: it needs the room more.
+        shutil.rmtree(model_dir, ignore_errors=True)
+        raise StorageFull(f"the disk of {model_dir.parent} filled up while archiving the "
+                          "model; the model folder and the partial archive were deleted and "
+                          f"{disk_space(model_dir.parent)} now") from None
     manifest = [Artifact(job_id=job_id, path=file.relative_to(model_dir).as_posix(),
                          size_bytes=file.stat().st_size, sha256=sha256_of(file))
                 for file in files]

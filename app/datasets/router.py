@@ -21,7 +21,7 @@ from app.params import DatasetId
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=SessionRoute)
 
 @router.post("", status_code=201, response_model=DatasetOut,
-             responses=error_responses(400, 409, 413, 422, 503),
+             responses=error_responses(400, 409, 413, 422, 503, 507),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": {
                      "type": "object", "required": ["file"],
@@ -40,7 +40,8 @@ async def upload_dataset(request: Request, caller: CallerDep, session: SessionDe
     `.zip`). Its layout (Alpaca, ShareGPT, chats, preference pairs...) is recognised from its
     columns, or named by field `layout`. With an object store (FT_STORAGE_URL) the checked
     file is sent to it before the dataset exists: 503 `storage_unavailable` when it cannot be
-    reached, and nothing is kept."""
+    reached, and nothing is kept. 507 `storage_full`: the service's disk had no room for the
+    file; nothing is kept."""
     upload = await receive_upload(request, storage.temp_path(), settings.max_upload_bytes)
     try:
         dataset = await run_in_threadpool(

@@ -21,6 +21,7 @@ from app.jobs.lifecycle import ACTIVE
 from app.models import Dataset, Job, JobDataset, new_id
 from app.pagination import paginate
 from app.storage import LocalStorage, StorageUnavailable
+from app.storage.local import is_disk_full, storage_full
 
 logger = logging.getLogger("finetune.api")
 # The request field an intake problem is about, where it is not the file.
@@ -53,6 +54,11 @@ def create(session: Session, caller: Caller, storage: LocalStorage, *, upload_pa
         upload_path.unlink(missing_ok=True)
         raise InvalidRequest(exc.message, code=exc.code,
                              param=_REQUEST_FIELDS.get(exc.code, "file")) from None
+    except OSError as exc:  # take_in has removed its conversion
+        upload_path.unlink(missing_ok=True)
+        if is_disk_full(exc, upload_path.parent):
+            raise storage_full(upload_path.parent, "converting the upload") from None
+        raise
     try:
         dataset = Dataset(
             id=new_id("ds"), project_id=caller.project_id,

@@ -2,7 +2,8 @@
 
 Starlette's form parser would spool the whole file to a temporary file before the route
 runs; here the bytes go to their final disk once, the size limit is enforced while the body
-streams, and the partial file is removed on every failure.
+streams, and the partial file is removed on every failure (a full disk answers 507
+`storage_full`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from app.errors import InvalidRequest, PayloadTooLarge, ServiceError
+from app.storage.local import is_disk_full, storage_full
 
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 16
@@ -140,6 +142,11 @@ async def receive_upload(request: Request, target: Path, max_bytes: int,
     except ClientDisconnect:
         target.unlink(missing_ok=True)
         raise InvalidMultipart("the client disconnected before the upload finished") from None
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        if is_disk_full(exc, target.parent):
+            raise storage_full(target.parent, "receiving the upload") from None
+        raise
     except BaseException:
         target.unlink(missing_ok=True)
         raise

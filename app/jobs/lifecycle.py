@@ -40,8 +40,9 @@ TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 
 # Outcomes that use up one of the job's max_attempts. An interrupted attempt (a worker's
 # shutdown) does not: a deploy must never fail a job. Nor does an out-of-memory one: its
-# successor shrinks the batch, and the shrinking ends by itself (attempt_settings.py).
-COUNTED_OUTCOMES = ("crashed", "killed", "lease_expired")
+# successor shrinks the batch, and the shrinking ends by itself (attempt_settings.py). A full
+# disk or an absent store may last: counted, so that a disk too small for the job ends it.
+COUNTED_OUTCOMES = ("crashed", "killed", "lease_expired", "storage_full", "storage_unavailable")
 
 
 class Guard(StrEnum):

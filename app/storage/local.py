@@ -10,6 +10,7 @@ on the machine, and the methods that move files across machines are no-ops here.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -18,15 +19,71 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from app.errors import ServiceUnavailable
+from app.errors import InsufficientStorage, ServiceUnavailable
 
 CHUNK_BYTES = 1024 * 1024
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Libraries that write through their own I/O keep only the message of the OS's error
+# (safetensors: "No space left on device (os error 28)").
+_FULL_MESSAGES = tuple(os.strerror(number) for number in _FULL_ERRNOS)
+# torch's checkpoint writer loses even that ("[enforce fail at inline_container.cc] unexpected
+# pos"): its failure counts when the disk it wrote to is (almost) full.
+_TORCH_WRITER = ("inline_container.cc", "PytorchStreamWriter")
+_ALMOST_FULL_BYTES = 1024 * 1024
 
 
 class StorageUnavailable(ServiceUnavailable):
     """The object store cannot be reached or refused a request: nothing was recorded."""
 
     code = "storage_unavailable"
+
+
+class StorageFull(InsufficientStorage):
+    """This machine's disk (FT_STORAGE_DIR) had no room for a file being written: the partial
+    file is deleted and nothing is recorded."""
+
+    code = "storage_full"
+
+
+def is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether `exc`, or an error it was raised from, is a write that found the disk of
+    `folder` full (or the user's quota spent)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        text = str(link)
+        if (isinstance(link, StorageFull)
+                or (isinstance(link, OSError) and link.errno in _FULL_ERRNOS)
+                or any(message in text for message in _FULL_MESSAGES)
+                or (any(writer in text for writer in _TORCH_WRITER)
+                    and _usage(folder)[0] < _ALMOST_FULL_BYTES)):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def disk_space(folder: Path) -> str:
+    """The free space of the disk holding `folder`, for a message."""
+    free, total = _usage(folder)
+    return f"{free:,} of {total:,} bytes free"
+
+
+def storage_full(folder: Path, doing: str) -> StorageFull:
+    """The API's answer to a write in `folder` that found the disk full; it names the setting
+    rather than the server's path."""
+    return StorageFull(f"the service's disk (FT_STORAGE_DIR) is full: {disk_space(folder)} "
+                       f"while {doing}; nothing was kept. Send it again once the operator has "
+                       "freed space in FT_STORAGE_DIR or given it a larger disk")
+
+
+def _usage(folder: Path) -> tuple[int, int]:
+    """Free and total bytes of the disk holding `folder`, or its nearest existing parent
+    (the folder may be the one whose creation failed)."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    usage = shutil.disk_usage(folder)
+    return usage.free, usage.total
 
 
 @dataclass(frozen=True)

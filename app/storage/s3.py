@@ -26,7 +26,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.hashing import sha256_of
 from app.storage.cache import FileCache
-from app.storage.local import CHUNK_BYTES, LocalStorage, StorageUnavailable, StoredFile
+from app.storage.local import (
+    CHUNK_BYTES,
+    LocalStorage,
+    StorageFull,
+    StorageUnavailable,
+    StoredFile,
+    disk_space,
+    is_disk_full,
+)
 
 logger = logging.getLogger("finetune.storage")
 
@@ -206,6 +214,10 @@ class S3Storage(LocalStorage):
             raise StorageUnavailable(f"the object store refused {what}: {code or exc} "
                                      f"(bucket {self.bucket})") from None
         except (BotoCoreError, S3UploadFailedError, OSError) as exc:
+            # A download into this machine's full disk is not the store's absence.
+            if is_disk_full(exc, self.root):
+                raise StorageFull(f"this machine's disk (FT_STORAGE_DIR) is full: "
+                                  f"{disk_space(self.root)} while {what}") from None
             raise StorageUnavailable(f"the object store could not be reached while {what}: "
                                      f"{exc}; try again once it is back") from None
 

@@ -44,3 +44,7 @@ class InvalidSpec(TrainingError):
 
 class QuantizationUnavailable(TrainingError):
     code = "quantization_unavailable"
+
+
+class DiskFull(TrainingError):
+    code = "storage_full"
