@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from sqlalchemy.orm import Session
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForQuestionAnswering,
@@ -42,6 +43,9 @@ from transformers import (
     RobertaTokenizer,
 )
 
+from app.models import Dataset
+from app.storage import LocalStorage
+
 # One group of cue words per label, in label order; labels beyond the groups reuse them.
 CUE_WORDS: tuple[tuple[str, ...], ...] = (
     ("awful", "terrible", "boring", "dreadful", "poor"),
@@ -52,21 +56,7 @@ CUE_WORDS: tuple[tuple[str, ...], ...] = (
 FILLER_WORDS = ("the", "movie", "film", "plot", "actors", "story", "was", "is", "really",
                 "quite", "and", "music", "ending", "scenes", "director", "cast")
 TOPIC_WORDS = ("cats", "dogs", "rain", "trains", "music", "football", "coffee", "mountains")
-GENERIC_WORDS = """
-a about after again all also always an any are as at back be because been before being
-best better between big both but by came can city come could country day did do does
-down during each early end even every eye face fact family far few find first for found
-friend from game gave get give go good got group had hand has have he head help her here
-high him his home house how i if in into it its just keep kind know large last late left
-less life like line little long look made make man many may me men might more most mother
-much must my name near need never new next night no not now number of off old on once one
-only open or other our out over own part people place point problem program public put
-question read right room said same saw say school see seem she should show side since
-small so some something state still student study such system take than that their them
-then there these they thing think this those thought three through time to today together
-too two under until up us use very want water way we week well went were what when where
-which while who why will with word work world would write year yes yet you young your
-""".split()
+GENERIC_WORDS = ["a", "about", "after", "again", "all", "also", "always", "an", "any", "are", "as", "at", "back", "be", "because", "been", "before", "being", "best", "better", "between", "big", "both", "but", "by", "came", "can", "city", "come", "could", "country", "day", "did", "do", "does", "down", "during", "each", "early", "end", "even", "every", "eye", "face", "fact", "family", "far", "few", "find", "first", "for", "found", "friend", "from", "game", "gave", "get", "give", "go", "good", "got", "group", "had", "hand", "has", "have", "he", "head", "help", "her", "here", "high", "him", "his", "home", "house", "how", "i", "if", "in", "into", "it", "its", "just", "keep", "kind", "know", "large", "last", "late", "left", "less", "life", "like", "line", "little", "long", "look", "made", "make", "man", "many", "may", "me", "men", "might", "more", "most", "mother", "much", "must", "my", "name", "near", "need", "never", "new", "next", "night", "no", "not", "now", "number", "of", "off", "old", "on", "once", "one", "only", "open", "or", "other", "our", "out", "over", "own", "part", "people", "place", "point", "problem", "program", "public", "put", "question", "read", "right", "room", "said", "same", "saw", "say", "school", "see", "seem", "she", "should", "show", "side", "since", "small", "so", "some", "something", "state", "still", "student", "study", "such", "system", "take", "than", "that", "their", "them", "then", "there", "these", "they", "thing", "think", "this", "those", "thought", "three", "through", "time", "to", "today", "together", "too", "two", "under", "until", "up", "us", "use", "very", "want", "water", "way", "we", "week", "well", "went", "were", "what", "when", "where", "which", "while", "who", "why", "will", "with", "word", "work", "world", "would", "write", "year", "yes", "yet", "you", "young", "your"]
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_POSITIONS = 128
 
@@ -366,3 +356,17 @@ def pickled_model(tiny_bert: Path, folder: Path, marker: Path,
     for name in weights:
         write_canary(folder / name, marker)
     return folder
+
+
+def stored_sentiment_dataset(session: Session, storage: LocalStorage, project_id: str) -> Dataset:
+    """A 40-row sentiment CSV in `storage` with its row, as an upload leaves them."""
+    dataset = Dataset(project_id=project_id, name="train.csv", format="csv",
+                      source_format="csv", layout="tabular", layout_details={},
+                      size_bytes=0, sha256="0" * 64, num_rows=40,
+                      columns=[{"name": "text"}, {"name": "label"}])
+    session.add(dataset)
+    session.flush()
+    path = storage.dataset_path(dataset.id, "csv")
+    path.parent.mkdir(parents=True)
+    write_rows(path, sentiment_rows(40))
+    return dataset

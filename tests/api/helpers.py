@@ -8,12 +8,13 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from app.artifacts.service import publish_model
 from app.broker import worker_queues
 from app.db import commit, transaction
 from app.jobs import lifecycle
 from app.models import Job, JobStatus, Worker, utcnow
 from tests.conftest import TINY_MODEL
-from tests.factories import sentiment_rows, write_rows
+from tests.factories import sentiment_rows, write_rows, write_tiny_bert
 
 
 def upload_file(api: TestClient, path: Path, headers: dict[str, str] | None = None,
@@ -90,3 +91,19 @@ def place_worker(api: TestClient, worker_id: str, gpu_type: str, gpus: int, *,
                            gpu_memory_bytes=80 * GIB, queues=worker_queues(gpu_type, gpus),
                            status="busy" if job_id else "idle", job_id=job_id,
                            started_at=beat, heartbeat_at=beat))
+
+
+def job_with_published_model(api: TestClient, tmp_path: Path) -> dict[str, Any]:
+    """A succeeded job whose trainer wrote a model folder, published as the worker publishes
+    it into the API's store."""
+    dataset = sentiment_dataset(api, tmp_path)
+    job = api.post("/v1/jobs", json=job_spec(dataset["id"])).json()
+    start_job(api, job["id"])
+    storage = api.app.state.storage
+    trained = write_tiny_bert(storage.job_work_dir(job["id"]) / "model")
+    (trained / "metrics.json").write_text('{"eval_accuracy": 1.0}')
+    with api.app.state.session_factory() as session:
+        session.add_all(publish_model(storage, job["id"], trained))
+        commit(session)
+    move_job(api, job["id"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+    return job

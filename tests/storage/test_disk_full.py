@@ -27,11 +27,16 @@ from app.db import make_engine, make_session_factory, transaction
 from app.error_codes import hint_for
 from app.jobs import lifecycle
 from app.jobs.spec import SPEC_VERSION, JobSpec
-from app.models import DEFAULT_PROJECT_ID, Checkpoint, Dataset, Job, JobAttempt, new_id
+from app.models import DEFAULT_PROJECT_ID, Checkpoint, Job, JobAttempt, new_id
 from app.storage import LocalStorage
 from tests.api.helpers import assert_error, upload_file
 from tests.conftest import TINY_MODEL
-from tests.factories import sentiment_rows, write_rows, write_tiny_bert
+from tests.factories import (
+    sentiment_rows,
+    stored_sentiment_dataset,
+    write_rows,
+    write_tiny_bert,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 Mount = Callable[..., Path]
@@ -125,15 +130,7 @@ def running_job(session_factory: sessionmaker[Session], storage: LocalStorage,
                 **spec: Any) -> lifecycle.Lease:
     """A job on a 40-row dataset of the store, claimed by a worker as its next attempt."""
     with transaction(session_factory) as session:
-        dataset = Dataset(project_id=DEFAULT_PROJECT_ID, name="train.csv", format="csv",
-                          source_format="csv", layout="tabular", layout_details={},
-                          size_bytes=0, sha256="0" * 64, num_rows=40,
-                          columns=[{"name": "text"}, {"name": "label"}])
-        session.add(dataset)
-        session.flush()
-        path = storage.dataset_path(dataset.id, "csv")
-        path.parent.mkdir(parents=True)
-        write_rows(path, sentiment_rows(40))
+        dataset = stored_sentiment_dataset(session, storage, DEFAULT_PROJECT_ID)
         stored = JobSpec.model_validate({"task": "text-classification", "model": TINY_MODEL,
                                          "dataset": {"train": dataset.id}, **spec})
         job = lifecycle.submit(session, Job(

@@ -13,19 +13,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.artifacts.service import publish_model
-from app.db import commit
-from app.models import JobStatus
 from app.storage.s3 import S3Storage
 from tests.api.helpers import (
     assert_error,
-    job_spec,
-    move_job,
+    job_with_published_model,
     sentiment_dataset,
-    start_job,
     upload_file,
 )
-from tests.factories import sentiment_rows, write_rows, write_tiny_bert
+from tests.factories import sentiment_rows, write_rows
 from tests.storage.gate import Gate
 
 
@@ -91,15 +86,7 @@ def test_deleting_a_dataset_deletes_its_object(api: TestClient, tmp_path: Path) 
 def published_job(api: TestClient, tmp_path: Path) -> dict[str, Any]:
     """A succeeded job whose model the worker put in the store; nothing of it is local."""
     storage: S3Storage = api.app.state.storage
-    dataset = sentiment_dataset(api, tmp_path)
-    job = api.post("/v1/jobs", json=job_spec(dataset["id"])).json()
-    start_job(api, job["id"])
-    trained = write_tiny_bert(storage.job_work_dir(job["id"]) / "model")
-    (trained / "metrics.json").write_text('{"eval_accuracy": 1.0}')
-    with api.app.state.session_factory() as session:
-        session.add_all(publish_model(storage, job["id"], trained))
-        commit(session)
-    move_job(api, job["id"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+    job = job_with_published_model(api, tmp_path)
     job["archive"] = storage.model_archive_path(job["id"]).read_bytes()
     shutil.rmtree(storage.job_dir(job["id"]))
     return job

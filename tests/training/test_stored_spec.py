@@ -21,10 +21,10 @@ from sqlalchemy.orm import sessionmaker
 
 from app import migrate
 from app.db import transaction
-from app.models import Dataset, Job, Project
+from app.models import Job, Project
 from app.storage import LocalStorage
 from tests.conftest import TINY_MODEL
-from tests.factories import sentiment_rows, write_rows
+from tests.factories import stored_sentiment_dataset
 from worker.runner import OUTCOME_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,15 +95,7 @@ def test_a_job_stored_at_version_1_trains_and_succeeds(tmp_path: Path, model_cat
             project = Project(name="team-a")
             session.add(project)
             session.flush()
-            dataset = Dataset(project_id=project.id, name="train.csv", format="csv",
-                              source_format="csv", layout="tabular", layout_details={},
-                              size_bytes=0, sha256="0" * 64, num_rows=40,
-                              columns=[{"name": "text"}, {"name": "label"}])
-            session.add(dataset)
-            session.flush()
-            path = storage.dataset_path(dataset.id, "csv")
-            path.parent.mkdir(parents=True)
-            write_rows(path, sentiment_rows(40))
+            dataset = stored_sentiment_dataset(session, storage, project.id)
             spec = copy.deepcopy(SPEC_V1)
             spec["dataset"]["train"] = dataset.id
             if edit is not None:
