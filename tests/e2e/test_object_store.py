@@ -1,9 +1,9 @@
 """Machines that share nothing but PostgreSQL, Redis and an S3-compatible store.
 
-The API and two workers, each with its own empty local folder, on a real S3 server (moto in
-server mode) reached through a gate that can shut: a job resumes on the other worker from the
-store's checkpoint after its worker is killed, and training goes on through a short outage
-of the store.
+The API and two workers of different declared types, each with its own empty local folder,
+on a real S3 server (moto in server mode) reached through a gate that can shut: jobs that name
+a type run on that worker, a job resumes on the other worker from the store's checkpoint
+after its worker is killed, and training goes on through a short outage of the store.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def machines(tmp_path_factory: pytest.TempPathFactory, model_catalog: Path,
                                 FT_S3_ENDPOINT_URL=gate.endpoint, FT_S3_REGION="us-east-1",
                                 FT_STORAGE_DIR=str(folders["api"])) as service:
             stop(service.worker)  # it shares the API's folder: replaced by two of their own
-            workers = {name: service.add_worker(name, FT_STORAGE_DIR=str(folders[name]))
+            workers = {name: service.add_worker(name, FT_STORAGE_DIR=str(folders[name]),
+                                                FT_WORKER_GPU_TYPE=f"type-{name[-1]}")
                        for name in ("worker-a", "worker-b")}
             service.worker = workers["worker-a"]
             yield Machines(service, gate, s3_server, url.rsplit("/", 1)[1], folders, workers)
@@ -72,11 +73,11 @@ def dataset(machines: Machines, tmp_path_factory: pytest.TempPathFactory) -> dic
     return machines.service.upload(write_rows(folder / "train.csv", sentiment_rows(64, seed=3)))
 
 
-def spec(dataset_id: str, max_steps: int) -> dict[str, Any]:
+def spec(dataset_id: str, max_steps: int, **compute: str) -> dict[str, Any]:
     return {"task": "text-classification", "model": TINY_MODEL,
             "dataset": {"train": dataset_id, "validation_split": 0.25},
             "hyperparameters": {"max_steps": max_steps, "batch_size": 8, "learning_rate": 1e-3},
-            "checkpoint_steps": 10, "logging_steps": 5}
+            "checkpoint_steps": 10, "logging_steps": 5, "compute": compute}
 
 
 def at_step(minimum: int) -> Any:
@@ -94,6 +95,19 @@ def running_on(machines: Machines, job_id: str) -> str:
     assert pid is not None, "no trainer process for the job"
     log = Path(os.readlink(f"/proc/{pid}/fd/1"))
     return next(name for name, folder in machines.folders.items() if log.is_relative_to(folder))
+
+
+def test_jobs_naming_a_type_run_on_that_worker_and_publish_to_the_store(
+        machines: Machines, dataset: dict[str, Any]) -> None:
+    service = machines.service
+    jobs = {name: service.submit(spec(dataset["id"], max_steps=2, gpu_type=f"type-{name[-1]}"))
+            for name in machines.workers}
+    for name, job in jobs.items():
+        finished = service.wait_for(job["id"], timeout=120)
+        assert finished["status"] == "succeeded", finished["error"]
+        # A worker's id is host:pid, and `finetune worker` keeps its pid when it starts.
+        assert finished["attempts"][-1]["worker"].endswith(f":{machines.workers[name].pid}")
+        assert f"jobs/{job['id']}/model.tar.gz" in machines.objects(f"jobs/{job['id']}/")
 
 
 def test_a_killed_worker_s_job_resumes_on_the_other_from_the_store(
