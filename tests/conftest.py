@@ -57,13 +57,17 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+# An S3-compatible server that .ci/run started (moto_server); without it the fixture starts
+# its own.
+S3_URL = os.environ.get("FT_TEST_S3_URL")
+
+
 @dataclass(frozen=True)
 class S3Server:
     """A real S3-compatible HTTP server (moto in server mode) with one bucket."""
 
     endpoint: str
     bucket: str
-    process: subprocess.Popen[bytes]
 
     def url(self) -> str:
         """A new prefix of the bucket: a store of its own for one test."""
@@ -75,31 +79,39 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """`moto_server` on a free port; the standard AWS chain finds its test credentials in
-    the environment, which the service processes of end-to-end tests inherit."""
+    """The S3 server at FT_TEST_S3_URL, or `moto_server` on a free port; the standard AWS chain
+    finds its test credentials in the environment, which the service processes of end-to-end
+    tests inherit."""
     for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         os.environ.setdefault(name, value)
+    if S3_URL:
+        yield _with_bucket(S3Server(S3_URL.rstrip("/"), f"ft-test-{uuid.uuid4().hex[:8]}"), None)
+        return
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
     process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=log, stderr=subprocess.STDOUT)
-    server = S3Server(f"http://127.0.0.1:{port}", "ft-test", process)
+    yield _with_bucket(S3Server(f"http://127.0.0.1:{port}", "ft-test"), process)
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+def _with_bucket(server: S3Server, process: subprocess.Popen[bytes] | None) -> S3Server:
+    """`server` once it answers, with its bucket created."""
     deadline = time.monotonic() + 30
     while True:
         try:
             server.client().create_bucket(Bucket=server.bucket)  # type: ignore[attr-defined]
-            break
+            return server
         except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
+            if (process is not None and process.poll() is not None) \
+                    or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    yield server
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
 
 
 @pytest.fixture(scope="session")
