@@ -81,6 +81,7 @@ def visible_gpus() -> list[Device]:
     if smi is None:
         return []
     try:
+        # A fixed argv and no shell.
         listed = subprocess.run(  # nosec B603
             [smi, "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=30, check=True).stdout

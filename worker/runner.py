@@ -95,9 +95,13 @@ def run_standby() -> int:
     import worker.training.trainer  # noqa: F401
     from app.config import get_settings
     from app.storage import LocalStorage
+    from worker.training.hardware import detect, peak_flops
     from worker.training.tasks import recipes
 
     recipes()  # the task modules and their metric libraries (sacrebleu, rouge-score, seqeval)
+    hardware = detect()
+    if hardware.device == "cpu":  # the matmul peak telemetry measures, for `auto`'s precision
+        peak_flops(hardware, "bf16" if hardware.native_bf16 else "fp32")
 
     assignment = sys.stdin.readline().split()
     if not assignment:  # the worker is shutting down: no job will come

@@ -175,7 +175,8 @@ class LocalStorage:
 
     def read(self, file: StoredFile, start: int, end: int) -> Iterator[bytes]:
         """Bytes start..end (inclusive) of a stored file, in chunks."""
-        assert file.path is not None  # nosec B101: a local store only makes local files
+        # A local store only makes files with a path.
+        assert file.path is not None  # nosec B101
         stream = file.path.open("rb")
         stream.seek(start)
         return _chunks(stream, end - start + 1)

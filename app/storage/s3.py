@@ -160,7 +160,8 @@ class S3Storage(LocalStorage):
         return self._stored(self.key("datasets", dataset_id, f"data.{fmt}"))
 
     def read(self, file: StoredFile, start: int, end: int) -> Iterator[bytes]:
-        assert file.key is not None  # nosec B101: this store only makes objects
+        # This store only makes files with a key.
+        assert file.key is not None  # nosec B101
         body = self._call(f"reading {file.key}", lambda: self.client.get_object(
             Bucket=self.bucket, Key=file.key, Range=f"bytes={start}-{end}")["Body"])
         return body.iter_chunks(CHUNK_BYTES)

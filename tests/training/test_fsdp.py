@@ -18,14 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from transformers import AutoModelForSequenceClassification
 
 from tests.factories import sentiment_rows, write_rows
 from tests.training.helpers import RecordingSink, data_files, make_spec
 from worker.training.compute import ModelTraits, resolve_compute
 from worker.training.dry_run import dry_run
-from worker.training.errors import InvalidSpec
 from worker.training.hardware import detect
 from worker.training.trainer import run_training
 
@@ -93,20 +91,6 @@ def test_two_sharded_ranks_train_like_one_and_resume_from_their_shards(
     resumed_loss = json.loads(next(line for line in reversed(resumed.stdout.splitlines())
                                    if line.startswith('{"')))["eval_loss"]
     assert abs(resumed_loss - sharded["eval_loss"]) < RESUME_TOLERANCE * sharded["eval_loss"]
-
-
-@pytest.mark.parametrize(("compute", "lora", "refused"), [
-    ({"gpus": 1, "distributed": "fsdp"}, None, "compute.gpus is 1"),
-    ({"gpus": 2, "distributed": "fsdp"}, {"r": 4}, "does not train LoRA")])
-def test_fsdp_without_ranks_to_shard_over_or_with_lora_is_refused(
-        compute: dict[str, object], lora: dict[str, int] | None, refused: str) -> None:
-    spec = make_spec(compute=compute, **({"lora": lora} if lora else {}))
-
-    with pytest.raises(InvalidSpec, match=refused) as raised:
-        resolve_compute(spec, detect(), ModelTraits(sdpa=True, flash_attention=False,
-                                                    packed_rows=False),
-                        rows_vary_in_length=True, train_rows=None)
-    assert raised.value.hint
 
 
 def test_auto_is_ddp() -> None:

@@ -156,25 +156,17 @@ def resolve_compute(spec: JobSpec, hardware: Hardware, model: ModelTraits, *,
 
 
 def _distributed(spec: JobSpec, hardware: Hardware) -> tuple[str, str]:
+    # fsdp with one rank or with LoRA is refused when the spec is submitted (JobSpec).
     ranks, asked = spec.compute.gpus, spec.compute.distributed
-    if ranks == 1 and asked == "fsdp":
-        raise InvalidSpec("compute.distributed is fsdp, which shards the model across several "
-                          "ranks, and compute.gpus is 1",
-                          hint="Set compute.gpus to 2 or more, or compute.distributed to 'auto'.")
     if ranks == 1:
         return "none", "one device"
     if hardware.device == "cuda" and torch.cuda.device_count() < ranks:
         raise InvalidSpec(f"compute.gpus is {ranks}, and this worker has "
                           f"{torch.cuda.device_count()} GPUs",
                           hint="Ask for at most as many GPUs as the workers have.")
-    where = "GPUs" if hardware.device == "cuda" else "CPU processes (gloo)"
-    if asked == "fsdp" and spec.lora is not None:
-        raise InvalidSpec("compute.distributed fsdp does not train LoRA: the adapter's merge "
-                          "into the model and its save need the whole model on one rank",
-                          hint="Set compute.distributed to 'ddp' (LoRA's frozen base is one copy "
-                               "per device; lora.quantization shrinks it), or leave out lora.")
     if asked == "fsdp":
         return "fsdp", "asked for"
+    where = "GPUs" if hardware.device == "cuda" else "CPU processes (gloo)"
     # 'auto' never shards: DDP is the faster of the two wherever the model fits one device.
     return "ddp", f"{ranks} data-parallel ranks on {where}, each with the whole model"
 

@@ -20,7 +20,11 @@ from transformers import PreTrainedModel
 
 from app.jobs.spec import JobSpec, Lora
 from worker.training.errors import InvalidSpec
-from worker.training.quantization import check_quantization_runs, loaded_quantized
+from worker.training.quantization import (
+    check_quantization_runs,
+    keep_training_layout,
+    loaded_quantized,
+)
 
 ADAPTER_FOLDER = "adapter"
 # The heads at the top of a classifier or QA model, which train in full (`modules_to_save`):
@@ -52,6 +56,7 @@ def with_lora(model: PreTrainedModel, lora: Lora, spec: JobSpec, head: LoraHead)
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=spec.compute.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
+        keep_training_layout(model)
     every_linear_layer = lora.target_modules is None
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_modules or "all-linear",

@@ -68,6 +68,19 @@ def loaded_quantized(model: nn.Module) -> bool:
     return getattr(model, "hf_quantizer", None) is not None
 
 
+def keep_training_layout(model: nn.Module) -> None:
+    """Keep 4-bit weights in the layout training reads.
+
+    bitsandbytes (0.50) repacks a Linear4bit's weights for its AVX-512 bf16 inference kernel
+    at the first forward in eval mode, and undoes it only when the weights are saved: the
+    training after an evaluation then runs the inference kernel, which fails (an in-place
+    add onto a tensor that needs grad), and layers narrower than a 64-weight block cannot be
+    repacked at all. A job evaluates between training steps, so it never takes that path."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def check_quantization_runs(spec: JobSpec, model: nn.Module | None = None) -> None:
     """QuantizationUnavailable unless bitsandbytes can quantize for `spec` on this worker and,
     given the model (with its weights or on the meta device), the model has layers to
