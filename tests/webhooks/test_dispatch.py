@@ -141,10 +141,10 @@ def _wait_for_attempt(hooks: Hooks, endpoint_id: str) -> list[Any]:
     return poll(ended, "no attempt was made")
 
 
+# PostgreSQL only: SKIP LOCKED is its feature, and on SQLite one dispatcher runs.
 @pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
 def test_two_dispatchers_never_claim_the_same_delivery(jobs: Jobs, hooks: Hooks) -> None:
-    if jobs.db.kw["bind"].dialect.name != "postgresql":
-        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite runs one dispatcher")
     endpoint, _ = hooks.register("http://127.0.0.1:9/hooks", "job.queued")
     for _ in range(4):
         jobs.submit()
