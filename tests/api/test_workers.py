@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from app.broker import job_queue, worker_queues
+from app.config import Settings
 from tests.api.helpers import (
     GIB,
     assert_error,
@@ -111,3 +113,9 @@ def test_a_queued_job_says_which_worker_it_waits_for(api: TestClient, tmp_path: 
                                             "workers offer: 1 cpu, 1 h100, 4 h100")
     # Only a queued job waits.
     assert api.get(f"/v1/jobs/{job['id']}").json()["waiting_for"] is None
+
+
+@pytest.mark.parametrize("gpu_type", ["H100", "a100 80gb", "-cpu", "x" * 41])
+def test_a_worker_gpu_type_outside_the_job_spec_s_names_is_refused(gpu_type: str) -> None:
+    with pytest.raises(ValidationError, match="worker_gpu_type"):
+        Settings(worker_gpu_type=gpu_type)

@@ -9,8 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from pydantic import ValidationError
 
 from app.artifacts.service import publish_model
+from app.config import Settings
 from app.error_codes import is_retryable
 from app.hashing import sha256_of
 from app.storage import StorageUnavailable, make_storage
@@ -150,3 +152,11 @@ def test_migrate_creates_a_missing_bucket_and_checks_an_existing_one(
     s3_server.client().head_bucket(Bucket=bucket)  # type: ignore[attr-defined]
     again = migrate()
     assert f"s3://{bucket}/ft/" in again and "created" not in again
+
+
+@pytest.mark.parametrize("url", ["http://bucket/prefix", "s3://", "s3:///prefix",
+                                 "s3://bucket/prefix?versionId=1"])
+def test_a_storage_url_that_names_no_bucket_is_refused_at_start(url: str) -> None:
+    with pytest.raises(ValidationError, match="FT_STORAGE_URL must be s3://bucket"):
+        Settings(storage_url=url)
+
