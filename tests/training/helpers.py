@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +47,16 @@ def data_files(train: Path | None = None, validation: Path | None = None,
         return DataFile(path, format_from_suffix(path)) if path is not None else None
 
     return DataFiles(train=as_file(train), validation=as_file(validation), test=as_file(test))
+
+
+def torchrun(command: list[str], catalog: Path, ranks: int = 2) -> subprocess.CompletedProcess[str]:
+    """`python -m torch.distributed.run` of `command` on `ranks` CPU ranks (gloo), with the
+    model catalog `catalog`; it must succeed."""
+    root = Path(__file__).resolve().parents[2]
+    ran = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc-per-node={ranks}", *command],
+        cwd=root, env={**os.environ, "FT_MODELS_DIR": str(catalog), "PYTHONPATH": str(root)},
+        capture_output=True, text=True, timeout=300, check=False)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    return ran

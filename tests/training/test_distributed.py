@@ -5,13 +5,10 @@ on one device does."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.factories import sentiment_rows, write_rows
-from tests.training.helpers import RecordingSink, data_files, make_spec
+from tests.training.helpers import RecordingSink, data_files, make_spec, torchrun
 from worker.training.trainer import run_training
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +33,8 @@ def test_two_ranks_train_like_one_with_the_same_effective_batch(tmp_path: Path,
     spec_path.write_text(make_spec(model=tiny_bert.name, dataset=dataset,
                                    hyperparameters={**hyperparameters, "batch_size": 8},
                                    compute={"gpus": 2}).model_dump_json())
-    ranks = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         "-m", "worker.runner", "--spec", str(spec_path), "--out", str(tmp_path / "two")],
-        cwd=ROOT, env={**os.environ, "FT_MODELS_DIR": str(tiny_bert.parent)},
-        capture_output=True, text=True, timeout=300, check=False)
-    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    ranks = torchrun(["-m", "worker.runner", "--spec", str(spec_path), "--out",
+                      str(tmp_path / "two")], tiny_bert.parent)
 
     # Only the main rank reports and prints the metrics.
     lines = ranks.stdout.splitlines()

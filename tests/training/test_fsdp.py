@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from transformers import AutoModelForSequenceClassification
 
 from tests.factories import sentiment_rows, write_rows
-from tests.training.helpers import RecordingSink, data_files, make_spec
+from tests.training.helpers import RecordingSink, data_files, make_spec, torchrun
 from worker.training.compute import ModelTraits, resolve_compute
 from worker.training.dry_run import dry_run
 from worker.training.hardware import detect
@@ -59,8 +58,8 @@ def test_two_sharded_ranks_train_like_one_and_resume_from_their_shards(
                                           "metric_for_best_model": "loss"},
                               compute={**compute, "gpus": RANKS, "distributed": "fsdp"},
                               ).model_dump_json())
-    ranks = _torchrun(["-m", "worker.runner", "--spec", str(spec), "--out",
-                       str(tmp_path / "sharded")], tiny_bert)
+    ranks = torchrun(["-m", "worker.runner", "--spec", str(spec), "--out",
+                       str(tmp_path / "sharded")], tiny_bert.parent)
     lines = ranks.stdout.splitlines()
     sharded = json.loads("\n".join(lines[lines.index("{"):]))
     assert sum('"event": "saved"' in line for line in ranks.stderr.splitlines()) == 1
@@ -86,8 +85,8 @@ def test_two_sharded_ranks_train_like_one_and_resume_from_their_shards(
 
     # Every rank restores its shards and continues to where the unbroken run ended.
     resume_from = shutil.copytree(checkpoint, tmp_path / "kept" / checkpoint.name)
-    resumed = _torchrun([__file__, str(spec), str(tmp_path / "resumed"), str(resume_from)],
-                        tiny_bert)
+    resumed = torchrun([__file__, str(spec), str(tmp_path / "resumed"), str(resume_from)],
+                        tiny_bert.parent)
     resumed_loss = json.loads(next(line for line in reversed(resumed.stdout.splitlines())
                                    if line.startswith('{"')))["eval_loss"]
     assert abs(resumed_loss - sharded["eval_loss"]) < RESUME_TOLERANCE * sharded["eval_loss"]
@@ -119,17 +118,6 @@ def test_the_dry_run_counts_each_ranks_share_of_a_sharded_model(tmp_path: Path,
     assert sharded["activations_bytes"] == whole["activations_bytes"]
     assert (sharded["ranks"], sharded["distributed"]) == (RANKS, "fsdp")
     assert sharded["total_bytes"] < whole["total_bytes"]
-
-
-def _torchrun(command: list[str], tiny_bert: Path) -> subprocess.CompletedProcess[str]:
-    ranks = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc-per-node={RANKS}", *command],
-        cwd=ROOT, env={**os.environ, "FT_MODELS_DIR": str(tiny_bert.parent),
-                       "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=300, check=False)
-    assert ranks.returncode == 0, ranks.stderr[-3000:]
-    return ranks
 
 
 def _parameters(model_dir: Path) -> int:
