@@ -56,6 +56,7 @@ class Claimed:
     secret: str
     body: str
     created_at: datetime
+    claimed_at: datetime
 
 
 def claim(session: Session, limit: int, lease_seconds: float) -> list[Claimed]:
@@ -90,7 +91,7 @@ def claim(session: Session, limit: int, lease_seconds: float) -> list[Claimed]:
                                    started_at=now))
         endpoint = endpoints[delivery.endpoint_id]
         claimed.append(Claimed(delivery.id, delivery.attempts, endpoint.url, endpoint.secret,
-                               delivery.body, delivery.created_at))
+                               delivery.body, delivery.created_at, now))
     return claimed
 
 
@@ -106,7 +107,9 @@ def record(session: Session, claimed: Claimed, outcome: sending.Outcome,
                 error=outcome.error, response=outcome.response))
     if outcome.delivered:
         after = {"status": SUCCEEDED, "finished_at": now}
-    elif now - claimed.created_at >= timedelta(seconds=settings.webhook_retry_window_seconds):
+    # Judged by when the attempt began, so that the last try is one made after the window.
+    elif (claimed.claimed_at - claimed.created_at
+          >= timedelta(seconds=settings.webhook_retry_window_seconds)):
         after = {"status": FAILED, "finished_at": now}
     else:
         wait_seconds = retry_delay(claimed.number, settings)
