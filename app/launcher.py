@@ -42,8 +42,11 @@ def run_up(settings: Settings, host: str, port: int) -> int:
     webhooks = [sys.executable, "-m", "app.cli", "webhooks"]
     children = {"api": _spawn(api, logs / "api.log"), "worker": _spawn(worker, logs / "worker.log"),
                 "webhooks": _spawn(webhooks, logs / "webhooks.log")}
+    sign_in = (f"sign in with the key in {settings.api_key_file}" if settings.require_api_keys
+               else "authentication is off: sign in with an empty key")
     print(f"finetune is up: API on http://{host}:{port} (docs at /docs), one worker, the "
           f"webhook dispatcher.\n"
+          f"  dashboard at http://{host}:{port}/ui/ ({sign_in})\n"
           f"  database {settings.database_url}\n  broker   {settings.broker_url}\n"
           f"  storage  {settings.storage_dir}\n"
           f"  logs     {logs}/api.log, {logs}/worker.log, {logs}/webhooks.log\n"

@@ -22,6 +22,9 @@ from app.auth import authenticate
 from app.body_limit import BodySizeLimit
 from app.broker import Broker
 from app.config import Settings, get_settings
+from app.cross_site import CrossSiteGuard
+from app.dashboard.router import router as dashboard_router
+from app.dashboard.router import static_files as dashboard_files
 from app.datasets.router import router as datasets_router
 from app.db import make_engine, make_session_factory
 from app.deps import size_thread_pool
@@ -86,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Fine-tuning job service", version="0.1.0", lifespan=lifespan,
                   description="Submit fine-tuning jobs, follow them, download the models.")
     app.include_router(health_router)
+    app.include_router(dashboard_router)
+    app.mount("/ui/static", dashboard_files)
     app.include_router(metrics_router)
     # Outside the loop below: it authenticates in its own way and answers OpenAI's errors,
     # and its list filters (`metadata[key]`) are query parameters no schema names.
@@ -99,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          Depends(reject_unknown_query_parameters)])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes,
                        streamed=frozenset({("POST", "/v1/datasets"), ("POST", "/v1/files")}))
+    app.add_middleware(CrossSiteGuard)
     # Outermost: it counts and times every answer, the body-size refusals included.
     app.add_middleware(HttpMetrics)
     _install_error_handlers(app)

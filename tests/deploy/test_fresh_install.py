@@ -130,6 +130,15 @@ def test_the_api_and_the_cli_work_without_torch(venv: Venv, api: str, tmp_path: 
     assert json.loads(uploaded.stdout)["num_rows"] == 2
 
 
+def test_the_dashboard_comes_with_the_package(api: str) -> None:
+    """Its pages and scripts are package data of a non-editable install."""
+    page = httpx.get(f"{api}/ui/", timeout=5)
+    assert page.status_code == 200 and 'src="static/js/app.js"' in page.text
+    for path in ("static/js/app.js", "static/js/views/job.js",
+                 "static/vendor/uplot/uPlot.esm.js", "static/css/app.css"):
+        assert httpx.get(f"{api}/ui/{path}", timeout=5).status_code == 200, path
+
+
 @pytest.mark.parametrize("command", [["worker"], ["up", "--port", "1"]])
 def test_a_worker_says_which_extra_it_needs(venv: Venv, command: list[str],
                                             tmp_path: Path) -> None:

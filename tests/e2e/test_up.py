@@ -69,6 +69,7 @@ def test_up_runs_everything_and_stops_cleanly(tmp_path: Path, model_catalog: Pat
             up.kill()
     output = up.stdout.read().decode() if up.stdout else ""
     assert "finetune is up" in output and "stopped" in output
+    assert f"dashboard at http://127.0.0.1:{port}/ui/" in output
     assert output.count(key) == 1, "the key is printed once, at its creation"
     assert key not in (tmp_path / "var" / "logs" / "api.log").read_text()
     assert not [pid for pid in tree if Path(f"/proc/{pid}").exists()], "orphans left"

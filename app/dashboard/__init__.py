@@ -1,0 +1,1 @@
+"""The web dashboard: static pages at /ui that call the JSON API from the browser."""

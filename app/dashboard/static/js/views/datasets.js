@@ -1,0 +1,2 @@
+import {h, replace} from "../dom.js";
+export default async function view(main) { replace(main, h("p", {}, "datasets: coming")); }
