@@ -24,7 +24,7 @@ from app.broker import Broker
 from app.config import Settings, get_settings
 from app.cross_site import CrossSiteGuard
 from app.dashboard.router import router as dashboard_router
-from app.dashboard.router import static_files as dashboard_files
+from app.dashboard.router import static_route as dashboard_files
 from app.datasets.router import router as datasets_router
 from app.db import make_engine, make_session_factory
 from app.deps import size_thread_pool
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Submit fine-tuning jobs, follow them, download the models.")
     app.include_router(health_router)
     app.include_router(dashboard_router)
-    app.mount("/ui/static", dashboard_files)
+    app.router.routes.append(dashboard_files)
     app.include_router(metrics_router)
     # Outside the loop below: it authenticates in its own way and answers OpenAI's errors,
     # and its list filters (`metadata[key]`) are query parameters no schema names.

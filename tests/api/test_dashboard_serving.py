@@ -127,3 +127,4 @@ def test_requests_of_the_same_origin_and_of_clients_pass(api: TestClient,
 def test_reading_from_another_site_is_left_to_the_key(api: TestClient) -> None:
     """A GET changes nothing; without the key another site's page gets nothing anyway."""
     assert api.get("/v1/jobs", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+

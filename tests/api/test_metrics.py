@@ -88,6 +88,9 @@ def test_requests_are_counted_and_timed_by_route_template(api: TestClient,
         # Refused by the body-size limit, before any routing.
         too_large = "x" * (api.app.state.settings.max_json_bytes + 1)
         assert api.post("/v1/jobs", content=too_large).status_code == 413
+        # The dashboard's files: one route, whatever the file.
+        assert api.get("/ui/static/js/app.js").status_code == 200
+        assert api.get("/ui/static/css/app.css").status_code == 200
 
     delta = change(api, requests)
     assert delta("finetune_http_requests_total", route=JOB_ROUTE, method="GET",
@@ -100,6 +103,8 @@ def test_requests_are_counted_and_timed_by_route_template(api: TestClient,
                  status="201") == 1
     assert delta("finetune_http_requests_total", route="unmatched", method="POST",
                  status="413") == 1
+    assert delta("finetune_http_requests_total", route="/ui/static", method="GET",
+                 status="200") == 2
     assert job_id not in scrape(api)
 
 
