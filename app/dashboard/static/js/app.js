@@ -15,7 +15,7 @@ const ROUTES = [
   [/^#\/jobs(?:\?.*)?$/, jobs, "jobs"],
   [/^#\/datasets\/([\w-]+)$/, dataset, "datasets"],
   [/^#\/datasets$/, datasets, "datasets"],
-  [/^#\/new$/, newJob, "new"],
+  [/^#\/new(?:\?.*)?$/, newJob, "new"],
 ];
 
 const main = document.getElementById("view");

@@ -101,11 +101,13 @@ export function table(columns, rows, {empty = "Nothing here yet.", rowProps} = {
       columns.map(([, cell]) => h("td", {}, cell(row))))))));
 }
 
-/** An API error (or any error) as a box with its code, message and hint. */
+/** An API error (or any error) as a box with its code, message, the field it names and its
+ * hint. */
 export function errorBox(error, title = "Error") {
   return h("div", {class: "error-box", role: "alert"},
     h("strong", {}, title), error.code ? h("code", {class: "code"}, error.code) : null,
     h("p", {}, error.message || String(error)),
+    error.param ? h("p", {class: "param"}, "Field: ", h("code", {}, error.param)) : null,
     error.hint ? h("p", {class: "hint"}, error.hint) : null);
 }
 
