@@ -40,7 +40,11 @@ export async function api(path, {method = "GET", body, query, signal, key} = {})
   if (response.status === 204) return null;
   const parsed = await response.json().catch(() => null);
   if (!response.ok) {
-    if (response.status === 401) window.dispatchEvent(new Event("finetune:unauthorized"));
+    // The session's key stopped working (revoked): sign out. A key being tried at sign-in
+    // (`key` given) only fails its own attempt.
+    if (response.status === 401 && key === undefined) {
+      window.dispatchEvent(new Event("finetune:unauthorized"));
+    }
     throw new ApiError(response.status, parsed);
   }
   return parsed;

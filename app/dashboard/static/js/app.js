@@ -40,6 +40,7 @@ async function show() {
   }
   const [pattern, view, section] = route;
   setActive(section);
+  window.scrollTo(0, 0);
   try {
     await view(main, {params: hash.match(pattern).slice(1), signal});
   } catch (error) {
