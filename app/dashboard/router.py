@@ -43,6 +43,13 @@ def dashboard_page() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
 
 
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    """Browsers ask for it on every page of the origin, /docs and JSON answers included."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml",
+                        headers=SECURITY_HEADERS)
+
+
 class _StaticFiles(StaticFiles):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A mount names no route in the scope; the metrics label every file by this one.

@@ -38,6 +38,11 @@ def test_every_file_is_served_with_the_same_headers(api: TestClient, path: str) 
     assert answer.headers["x-content-type-options"] == "nosniff"
 
 
+def test_the_icon_browsers_ask_every_page_for_is_there(api: TestClient) -> None:
+    icon = api.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+
+
 def test_a_missing_file_is_a_404_in_the_error_shape(api: TestClient) -> None:
     answer = api.get("/ui/static/js/nothing.js")
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
