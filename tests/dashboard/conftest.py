@@ -227,6 +227,9 @@ class Browser:
                                     {**PHONE, "deviceScaleFactor": 1, "mobile": True})
         try:
             self.shot(f"{label}-phone")
+            # Wide tables and specs scroll inside their cards; the page itself never does.
+            width = self.driver.execute_script("return document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"the page is {width} px wide on a phone"
         finally:
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 

@@ -40,7 +40,8 @@ export default async function jobsView(main, {signal}) {
 
 function jobsTable(jobs) {
   return table([
-    ["Job", job => h("a", {href: `#/jobs/${job.id}`, class: "job-link"}, job.name || job.id)],
+    ["Job", job => h("a", {href: `#/jobs/${job.id}`, class: "job-link", title: job.id},
+      job.name || `${job.id.slice(0, 12)}…`)],
     ["Status", job => statusBadge(job.status)],
     ["Task", job => job.spec.task],
     ["Model", job => h("span", {class: "mono"}, job.spec.model)],
