@@ -26,16 +26,24 @@ def assert_no_alert(browser: Browser) -> None:
         browser.driver.switch_to.alert.text  # noqa: B018 (reading it is the check)
 
 
+def assert_listed_as_text(browser: Browser, listing: str, row: str, link: str,
+                          name: str) -> None:
+    """The list at #/<listing> has `row`, whose `link` reads `name` letter for letter, and
+    the list holds no element that the name's markup would have made."""
+    browser.open(f"#/{listing}")
+    found = browser.find(f"#{listing} {row}")
+    assert found.find_element(By.CSS_SELECTOR, link).text == name
+    assert browser.find_all(f"#{listing} img, #{listing} script") == []
+    browser.shot(listing)
+    assert_no_alert(browser)
+
+
 def test_names_made_of_markup_show_as_text(browser: Browser, failed_job: FailedJob) -> None:
     dataset, job = failed_job.dataset, failed_job.job
     browser.sign_in(failed_job.owner.api_key)
 
-    browser.open("#/datasets")
-    row = browser.find(f"#datasets tr[data-dataset-id='{dataset['id']}']")
-    assert row.find_element(By.CSS_SELECTOR, "a.dataset-link").text == MARKUP_DATASET_NAME
-    assert browser.find_all("#datasets img") == []
-    browser.shot("datasets")
-    assert_no_alert(browser)
+    assert_listed_as_text(browser, "datasets", f"tr[data-dataset-id='{dataset['id']}']",
+                          "a.dataset-link", MARKUP_DATASET_NAME)
 
     browser.open(f"#/datasets/{dataset['id']}")
     assert browser.wait(lambda: browser.find("#dataset-name").text) == MARKUP_DATASET_NAME
@@ -43,12 +51,8 @@ def test_names_made_of_markup_show_as_text(browser: Browser, failed_job: FailedJ
     browser.shot("dataset")
     assert_no_alert(browser)
 
-    browser.open("#/jobs")
-    row = browser.find(f"#jobs tr[data-job-id='{job['id']}']")
-    assert row.find_element(By.CSS_SELECTOR, "a.job-link").text == MARKUP_JOB_NAME
-    assert browser.find_all("#jobs img, #jobs script") == []
-    browser.shot("jobs")
-    assert_no_alert(browser)
+    assert_listed_as_text(browser, "jobs", f"tr[data-job-id='{job['id']}']", "a.job-link",
+                          MARKUP_JOB_NAME)
 
     browser.open(f"#/jobs/{job['id']}")
     browser.wait(lambda: MARKUP_JOB_NAME in browser.find("#view h1").text, "the job's name")

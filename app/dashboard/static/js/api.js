@@ -26,12 +26,18 @@ function authHeaders(extra = {}) {
   return key ? {...extra, Authorization: `Bearer ${key}`} : extra;
 }
 
-/** A request to the API; answers the parsed JSON (null for 204), throws ApiError. */
-export async function api(path, {method = "GET", body, query, signal, key} = {}) {
+/** `path` on this origin with the query's set values (null, undefined and "" left out). */
+function apiUrl(path, query) {
   const url = new URL(path, location.origin);
   for (const [name, value] of Object.entries(query || {})) {
     if (value !== null && value !== undefined && value !== "") url.searchParams.set(name, value);
   }
+  return url;
+}
+
+/** A request to the API; answers the parsed JSON (null for 204), throws ApiError. */
+export async function api(path, {method = "GET", body, query, signal, key} = {}) {
+  const url = apiUrl(path, query);
   const headers = key !== undefined
     ? (key ? {Authorization: `Bearer ${key}`} : {}) : authHeaders();
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -101,10 +107,7 @@ export async function follow(path, {query, onMessage, onError, signal}) {
   let retryMs = 2000;
   while (!signal.aborted) {
     try {
-      const url = new URL(path, location.origin);
-      for (const [name, value] of Object.entries({...query, stream: "true"})) {
-        url.searchParams.set(name, value);
-      }
+      const url = apiUrl(path, {...query, stream: "true"});
       const headers = authHeaders({Accept: "text/event-stream"});
       if (lastId !== null) headers["Last-Event-ID"] = lastId;
       const response = await fetch(url, {headers, signal});

@@ -2,20 +2,20 @@
 // whose default export renders into <main> and follows streams until `signal` aborts (on the
 // next navigation).
 import {session} from "./api.js";
-import signIn from "./views/signin.js";
-import jobs from "./views/jobs.js";
-import job from "./views/job.js";
-import datasets from "./views/datasets.js";
-import dataset from "./views/dataset.js";
-import newJob from "./views/new-job.js";
+import signInView from "./views/signin.js";
+import jobsView from "./views/jobs.js";
+import jobView from "./views/job.js";
+import datasetsView from "./views/datasets.js";
+import datasetView from "./views/dataset.js";
+import newJobView from "./views/new-job.js";
 import {errorBox, replace} from "./dom.js";
 
 const ROUTES = [
-  [/^#\/jobs\/([\w-]+)$/, job, "jobs"],
-  [/^#\/jobs(?:\?.*)?$/, jobs, "jobs"],
-  [/^#\/datasets\/([\w-]+)$/, dataset, "datasets"],
-  [/^#\/datasets$/, datasets, "datasets"],
-  [/^#\/new(?:\?.*)?$/, newJob, "new"],
+  [/^#\/jobs\/([\w-]+)$/, jobView, "jobs"],
+  [/^#\/jobs(?:\?.*)?$/, jobsView, "jobs"],
+  [/^#\/datasets\/([\w-]+)$/, datasetView, "datasets"],
+  [/^#\/datasets$/, datasetsView, "datasets"],
+  [/^#\/new(?:\?.*)?$/, newJobView, "new"],
 ];
 
 const main = document.getElementById("view");
@@ -29,7 +29,7 @@ async function show() {
   nav.hidden = !session.signedIn();
   if (!session.signedIn()) {
     setActive(null);
-    await signIn(main, {signal});
+    await signInView(main, {signal});
     return;
   }
   const hash = location.hash || "#/jobs";
