@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     api_db_connections: int = Field(
         default=20, ge=1, le=1000,
         description="Database connections of one API process, and as many threads for its "
-                    "sync routes: a route's thread never waits for a connection")
+                    "sync routes: a route's thread never waits for a connection. On "
+                    "PostgreSQL as many again for the read-only routes on the event loop")
     rate_limit_per_minute: int = Field(default=600, ge=1,
                                        description="Requests per minute per API key")
     metrics_token: SecretStr | None = Field(

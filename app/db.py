@@ -7,9 +7,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 AFTER_COMMIT = "after_commit_actions"
+# Servers and firewalls may close a connection idle for long; a fresh one costs little.
+_READ_CONNECTION_SECONDS = 600
 
 
 def make_engine(url: str, connections: int | None = None) -> Engine:
@@ -31,6 +39,24 @@ def make_engine(url: str, connections: int | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True, **pool)
 
 
+def make_read_engine(url: str, connections: int) -> AsyncEngine | None:
+    """The same database through psycopg's asyncio interface, for the API's read-only routes,
+    which run on the event loop; None where there is no such driver (SQLite: in-process file
+    I/O with no network round trip to await; an explicitly chosen other driver).
+
+    A polled read is a few short queries, so each round trip counts. Autocommit: at READ
+    COMMITTED every statement sees its own snapshot even inside a transaction, so BEGIN and
+    COMMIT would add two round trips and nothing else. No liveness ping at checkout: a
+    connection broken while idle (a database restart) fails one request with
+    `database_unavailable` (503, retry), and SQLAlchemy then replaces the whole pool.
+    """
+    if not url.startswith("postgresql+psycopg://"):
+        return None
+    return create_async_engine(url, pool_size=connections, max_overflow=0,
+                               pool_recycle=_READ_CONNECTION_SECONDS,
+                               isolation_level="AUTOCOMMIT")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -42,6 +68,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def after_commit(session: Session, action: Callable[[], None]) -> None:

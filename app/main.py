@@ -18,7 +18,7 @@ from starlette.types import Scope
 
 from app import migrate
 from app.artifacts.router import router as artifacts_router
-from app.auth import authenticate
+from app.auth import KnownKeys, authenticate
 from app.body_limit import BodySizeLimit
 from app.broker import Broker
 from app.config import Settings, get_settings
@@ -26,7 +26,12 @@ from app.cross_site import CrossSiteGuard
 from app.dashboard.router import router as dashboard_router
 from app.dashboard.router import static_route as dashboard_files
 from app.datasets.router import router as datasets_router
-from app.db import make_engine, make_session_factory
+from app.db import (
+    make_engine,
+    make_read_engine,
+    make_read_session_factory,
+    make_session_factory,
+)
 from app.deps import size_thread_pool
 from app.dry_runs.router import router as dry_runs_router
 from app.errors import ErrorBody, ErrorDetail, ServiceError, error_responses
@@ -74,6 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
+        read_engine = make_read_engine(settings.database_url, settings.api_db_connections)
+        app.state.read_session_factory = (None if read_engine is None
+                                          else make_read_session_factory(read_engine))
+        app.state.read_limiter = anyio.CapacityLimiter(settings.api_db_connections)
         # Readiness probes get a connection and threads of their own: they must neither
         # take a connection from the routes nor pile up threads on a hung server.
         app.state.probe_engine = make_engine(settings.database_url, 1)
@@ -81,9 +90,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.storage = make_storage(settings)
         app.state.broker = Broker(settings)
         app.state.rate_limiter = make_rate_limiter(settings)
+        app.state.known_keys = KnownKeys()
         yield
+        await app.state.rate_limiter.close()
         await close_hub(app.state)
         engine.dispose()
+        if read_engine is not None:
+            await read_engine.dispose()
         app.state.probe_engine.dispose()
 
     app = FastAPI(title="Fine-tuning job service", version="0.1.0", lifespan=lifespan,

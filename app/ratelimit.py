@@ -2,18 +2,19 @@
 process counts together; in the process otherwise (the embedded default runs one API).
 
 Fixed one-minute windows: simple, one round trip, and at most twice the limit across a
-window boundary, which is what a guard against runaway clients needs.
+window boundary, which is what a guard against runaway clients needs. The check runs on the
+event loop (authentication is async), so the Redis client is asyncio's.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from typing import Protocol
 
 import redis
+import redis.asyncio
 
 from app.config import Settings
 from app.errors import TooManyRequests
@@ -25,7 +26,9 @@ OUTAGE_PAUSE_SECONDS = 10
 
 
 class RateLimiter(Protocol):
-    def check(self, identity: str) -> None: ...
+    async def check(self, identity: str) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def _refuse(limit: int, now: float) -> TooManyRequests:
@@ -38,35 +41,38 @@ class LocalRateLimiter:
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
         self._counts: dict[str, tuple[int, int]] = {}
-        self._lock = threading.Lock()
 
-    def check(self, identity: str) -> None:
+    async def check(self, identity: str) -> None:
+        # No await in here: on the one event loop, the count cannot change under it.
         now = time.time()
         window = int(now // WINDOW_SECONDS)
-        with self._lock:
-            seen_window, count = self._counts.get(identity, (window, 0))
-            count = count + 1 if seen_window == window else 1
-            if len(self._counts) > 100_000:  # callers of past windows only; keep memory bounded
-                self._counts = {k: v for k, v in self._counts.items() if v[0] == window}
-            self._counts[identity] = (window, count)
+        seen_window, count = self._counts.get(identity, (window, 0))
+        count = count + 1 if seen_window == window else 1
+        if len(self._counts) > 100_000:  # callers of past windows only; keep memory bounded
+            self._counts = {k: v for k, v in self._counts.items() if v[0] == window}
+        self._counts[identity] = (window, count)
         if count > self.per_minute:
             raise _refuse(self.per_minute, now)
+
+    async def close(self) -> None:
+        """Holds nothing outside the process."""
 
 
 class RedisRateLimiter:
     def __init__(self, url: str, per_minute: int) -> None:
         self.per_minute = per_minute
-        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._redis = redis.asyncio.Redis.from_url(url, socket_timeout=1.0,
+                                                   socket_connect_timeout=1.0)
         self._skip_until = 0.0
 
-    def check(self, identity: str) -> None:
+    async def check(self, identity: str) -> None:
         now = time.time()
         if now < self._skip_until:
             return
         counter = f"finetune:ratelimit:{identity}:{int(now // WINDOW_SECONDS)}"
         try:
-            with self._redis.pipeline() as pipe:
-                count, _ = pipe.incr(counter).expire(counter, 2 * WINDOW_SECONDS).execute()
+            async with self._redis.pipeline() as pipe:
+                count, _ = await pipe.incr(counter).expire(counter, 2 * WINDOW_SECONDS).execute()
         except redis.RedisError as exc:
             # The limiter guards the service; it must not take the API down with Redis, nor
             # make every request wait on a dead connection: it rests, and says so once.
@@ -76,6 +82,9 @@ class RedisRateLimiter:
             return
         if count > self.per_minute:
             raise _refuse(self.per_minute, now)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
 
 
 def make_rate_limiter(settings: Settings) -> RateLimiter:

@@ -1,6 +1,6 @@
 """API load benchmark: the service under 100 concurrent clients, against a hello-world app.
 
-    python bench/api_load.py [--clients 100] [--seconds 15]
+    python bench/api_load.py [--clients 100] [--seconds 15] [--processes 1]
 
 Starts `finetune api` on PostgreSQL + Redis (a fresh database, the rate limit raised out of
 the way), uploads a dataset and submits one job (no worker runs, so it stays queued), then
@@ -72,17 +72,21 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="API processes of both the service and the hello-world app "
+                             "(uvicorn's --workers)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ft-load-") as scratch, postgres_database() as url:
         workdir = Path(scratch)
-        service, body = load_the_service(url, workdir, args.clients, args.seconds)
-        hello = load_hello_world(body, workdir, args.clients, args.seconds)
+        service, body = load_the_service(url, workdir, args.clients, args.seconds,
+                                         args.processes)
+        hello = load_hello_world(body, workdir, args.clients, args.seconds, args.processes)
     redis.Redis.from_url(REDIS).flushdb()
-    report(service, hello, args.clients, args.seconds)
+    report(service, hello, args.clients, args.seconds, args.processes)
 
 
-def load_the_service(database_url: str, workdir: Path, clients: int,
-                     seconds: int) -> tuple[LoadResult, bytes]:
+def load_the_service(database_url: str, workdir: Path, clients: int, seconds: int,
+                     processes: int) -> tuple[LoadResult, bytes]:
     env = {**os.environ, "FT_DATABASE_URL": database_url, "FT_BROKER_URL": REDIS,
            "FT_STORAGE_DIR": str(workdir / "storage"), "FT_RATE_LIMIT_PER_MINUTE": "100000000"}
     subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, cwd=workdir,
@@ -90,8 +94,8 @@ def load_the_service(database_url: str, workdir: Path, clients: int,
     key = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--project",
                           "bench"], env=env, cwd=workdir, check=True, capture_output=True,
                          text=True).stdout.strip().splitlines()[-1]
-    with server([sys.executable, "-m", "app.cli", "api", "--port", "18731"], env, workdir,
-                "http://127.0.0.1:18731") as (base, pid):
+    with server([sys.executable, "-m", "app.cli", "api", "--port", "18731", "--workers",
+                 str(processes)], env, workdir, "http://127.0.0.1:18731") as (base, pid):
         headers = {"Authorization": f"Bearer {key}"}
         job_url = f"{base}/v1/jobs/{submit_a_job(base, headers, workdir)}"
         body = httpx.get(job_url, headers=headers).content
@@ -99,12 +103,13 @@ def load_the_service(database_url: str, workdir: Path, clients: int,
     return result, body
 
 
-def load_hello_world(body: bytes, workdir: Path, clients: int, seconds: int) -> LoadResult:
+def load_hello_world(body: bytes, workdir: Path, clients: int, seconds: int,
+                     processes: int) -> LoadResult:
     (workdir / "body.json").write_bytes(body)
     (workdir / "hello.py").write_text(HELLO_APP.format(body_file=str(workdir / "body.json")))
     # uvicorn's defaults, access log included, as `finetune api` runs it.
     command = [sys.executable, "-m", "uvicorn", "hello:app", "--app-dir", str(workdir),
-               "--port", "18732"]
+               "--port", "18732", "--workers", str(processes)]
     with server(command, dict(os.environ), workdir, "http://127.0.0.1:18732") as (base, pid):
         return saturate(f"{base}/hello", {}, base, pid, clients, seconds, probe_ready=False,
                         health_path="/hello")
@@ -145,8 +150,12 @@ def saturate(url: str, headers: dict[str, str], base: str, pid: int, clients: in
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of the server: the process and, with several API processes,
+    the ones it started."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def timed(client: httpx.Client, path: str) -> tuple[float, int]:
@@ -197,9 +206,10 @@ def server(command: list[str], env: dict[str, str], workdir: Path,
         process.wait(timeout=120)
 
 
-def report(service: LoadResult, hello: LoadResult, clients: int, seconds: int) -> None:
+def report(service: LoadResult, hello: LoadResult, clients: int, seconds: int,
+           processes: int) -> None:
     print(f"{datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, {clients} concurrent "
-          f"clients for {seconds} s (hey)\n")
+          f"clients for {seconds} s (hey), {processes} API process(es) each\n")
     print(f"{'':30}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}  answers, errors")
     for name, result in (("service GET /v1/jobs/{id}", service), ("hello-world app", hello)):
         print(f"{name:30}{result.requests_per_second:>8.0f}{result.p50_ms:>9.1f}"

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.auth import Caller, CallerDep
 from app.config import Settings
 from app.db import transaction
-from app.deps import SessionDep, SessionRoute, SettingsDep
+from app.deps import ReadSessionDep, SessionDep, SessionRoute, SettingsDep
 from app.errors import InvalidRequest, error_responses
 from app.idempotency import IdempotencyHeader
 from app.jobs import service
@@ -78,7 +78,7 @@ def _job_page(session_factory: sessionmaker[Session], settings: Settings, caller
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
-def get_job(job_id: JobId, caller: CallerDep, session: SessionDep,
+def get_job(job_id: JobId, caller: CallerDep, session: ReadSessionDep,
             settings: SettingsDep) -> JobOut:
     """Get a job: status, progress, metrics, error; for a queued job that no live worker can
     run, what it is waiting for."""

@@ -28,6 +28,9 @@ from app.models import (
 )
 from app.pagination import paginate
 
+_KEY_PREFIXES: dict[str, str] = {}
+_KEY_PREFIXES_KEPT = 10_000
+
 
 def create(session: Session, caller: Caller, spec: JobSpec, enqueue: lifecycle.Enqueue,
            settings: Settings, idempotency_key: str | None = None) -> Job:
@@ -113,11 +116,16 @@ def get(session: Session, caller: Caller, job_id: str) -> Job:
 
 
 def key_prefixes(session: Session, jobs: list[Job]) -> dict[str | None, str | None]:
-    """The prefix of the key that submitted each job, by key id."""
+    """The prefix of the key that submitted each job, by key id. A key's prefix never
+    changes, so the process remembers the ones it read: a polled job costs no query here."""
     ids = {job.api_key_id for job in jobs if job.api_key_id}
+    if unknown := ids - _KEY_PREFIXES.keys():
+        if len(_KEY_PREFIXES) > _KEY_PREFIXES_KEPT:
+            _KEY_PREFIXES.clear()
+        _KEY_PREFIXES.update(session.execute(
+            select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_(unknown))).all())
     found: dict[str | None, str | None] = {None: None}
-    found.update(session.execute(select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_(ids)))
-                 .all())
+    found.update((key_id, _KEY_PREFIXES.get(key_id)) for key_id in ids)
     return found
 
 

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
-from app.auth import AdminDep
+from app.auth import AdminDep, KnownKeys
+from app.db import after_commit
 from app.deps import SessionDep, SessionRoute
 from app.errors import error_responses
 from app.keys import PROJECT_NAME_PATTERN, service
@@ -35,6 +36,11 @@ def list_keys(_: AdminDep, session: SessionDep,
 
 
 @router.delete("/{prefix}", response_model=KeyOut, responses=error_responses(404, 422))
-def revoke_key(prefix: PrefixPath, _: AdminDep, session: SessionDep) -> KeyOut:
-    """Revoke a key: it is refused from the next request on. Revoking twice changes nothing."""
-    return KeyOut.from_key(*service.revoke(session, prefix))
+def revoke_key(prefix: PrefixPath, request: Request, _: AdminDep,
+               session: SessionDep) -> KeyOut:
+    """Revoke a key: it is refused from the next request on (by other API processes, within
+    a second). Revoking twice changes nothing."""
+    key, project_name = service.revoke(session, prefix)
+    known_keys: KnownKeys = request.app.state.known_keys
+    after_commit(session, lambda: known_keys.forget(key.secret_sha256))
+    return KeyOut.from_key(key, project_name)

@@ -14,7 +14,7 @@ from app.artifacts.downloads import RedirectQuery, send_file
 from app.auth import CallerDep, authenticate
 from app.datasets import service as datasets
 from app.datasets.upload import receive_upload
-from app.deps import SessionDep, SettingsDep, StorageDep
+from app.deps import ReadSessionDep, SessionDep, SettingsDep, StorageDep
 from app.errors import InvalidRequest, NotFound
 from app.jobs import service as jobs
 from app.openai_compat import files, timeline
@@ -156,7 +156,7 @@ def list_jobs(request: Request, caller: CallerDep, session: SessionDep,
 
 @router.get("/fine_tuning/jobs/{job_id}", response_model=FineTuningJob,
             responses=responses("get", "/fine_tuning/jobs/{job_id}", "job"))
-def retrieve_job(job_id: str, caller: CallerDep, session: SessionDep) -> FineTuningJob:
+def retrieve_job(job_id: str, caller: CallerDep, session: ReadSessionDep) -> FineTuningJob:
     return openai_jobs.openai_jobs(session, [jobs.get(session, caller, _known(job_id))])[0]
 
 

@@ -19,6 +19,8 @@ from app.workers.schemas import WaitingFor
 
 # A worker is live while its last heartbeat is younger than this many intervals.
 LIVE_INTERVALS = 3
+_COMPUTE_OF_JOB: dict[str, Compute] = {}
+_COMPUTES_KEPT = 10_000
 
 
 def live_since(heartbeat_seconds: float) -> datetime:
@@ -67,6 +69,16 @@ def waiting_for(session: Session, settings: Settings, jobs: list[Job]) -> dict[s
     if not queued:
         return {}
     live = live_workers(session, settings.worker_heartbeat_seconds)
-    found = {job.id: unserved(JobSpec.from_stored(job.spec, job.spec_version).compute, live)
-             for job in queued}
+    found = {job.id: unserved(_compute_of(job), live) for job in queued}
     return {job_id: waiting for job_id, waiting in found.items() if waiting is not None}
+
+
+def _compute_of(job: Job) -> Compute:
+    """The job's `compute`. A job's spec never changes, and reading it whole is most of the
+    cost of a polled queued job, so the process remembers what it read."""
+    if (compute := _COMPUTE_OF_JOB.get(job.id)) is None:
+        if len(_COMPUTE_OF_JOB) > _COMPUTES_KEPT:
+            _COMPUTE_OF_JOB.clear()
+        compute = _COMPUTE_OF_JOB[job.id] = JobSpec.from_stored(job.spec,
+                                                                job.spec_version).compute
+    return compute

@@ -6,12 +6,17 @@ import logging
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.auth import KEY_CACHE_SECONDS
 from app.config import Settings
+from app.db import transaction
+from app.keys import service as keys
+from app.keys import tokens
 from app.main import create_app
 from tests.api.helpers import assert_error
 from tests.conftest import create_key
@@ -80,6 +85,21 @@ def test_revoked_key_is_refused_from_the_next_request(api: TestClient) -> None:
     # Revoking again changes nothing.
     again = api.delete(f"/v1/keys/{created['prefix']}", headers=admin).json()
     assert again["revoked_at"] == revoked.json()["revoked_at"]
+
+
+def test_a_key_revoked_elsewhere_is_refused_within_a_second(api: TestClient) -> None:
+    """`finetune keys revoke` and the other API processes write the database, not this
+    process's memory of live keys: it stops accepting the key within KEY_CACHE_SECONDS."""
+    secret = create_key(api.app, "team-r")
+    own = {"Authorization": f"Bearer {secret}"}
+    assert api.get("/v1/jobs", headers=own).status_code == 200
+    with transaction(api.app.state.session_factory) as session:
+        keys.revoke(session, tokens.prefix_of(secret))
+    deadline = time.monotonic() + KEY_CACHE_SECONDS + 0.5
+    while (answer := api.get("/v1/jobs", headers=own)).status_code == 200:
+        assert time.monotonic() < deadline, "the revoked key was still accepted"
+        time.sleep(0.05)
+    assert_error(answer, 401, "api_key_revoked")
 
 
 class TestKeyManagement:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,20 +85,30 @@ class TestRateLimits:
 
     def test_redis_counts_across_api_processes(self) -> None:
         url = f"{REDIS_URL}/11"
-        first, second = RedisRateLimiter(url, 3), RedisRateLimiter(url, 3)
         identity = f"key:{uuid.uuid4().hex}"
-        first.check(identity)
-        second.check(identity)
-        first.check(identity)
-        with pytest.raises(TooManyRequests) as refused:
-            second.check(identity)
-        assert refused.value.headers and "Retry-After" in refused.value.headers
+
+        async def four_checks() -> None:
+            first, second = RedisRateLimiter(url, 3), RedisRateLimiter(url, 3)
+            await first.check(identity)
+            await second.check(identity)
+            await first.check(identity)
+            with pytest.raises(TooManyRequests) as refused:
+                await second.check(identity)
+            assert refused.value.headers and "Retry-After" in refused.value.headers
+            await first.close()
+            await second.close()
+
+        asyncio.run(four_checks())
         keys = redis.Redis.from_url(url).keys(f"finetune:ratelimit:{identity}:*")
         assert len(keys) == 1 and 0 < redis.Redis.from_url(url).ttl(keys[0]) <= 120
 
     def test_an_unreachable_redis_lets_requests_through(self) -> None:
-        RedisRateLimiter("redis://127.0.0.1:1/0", 1).check("key:x")
-        RedisRateLimiter("redis://127.0.0.1:1/0", 1).check("key:x")
+        async def two_checks() -> None:
+            limiter = RedisRateLimiter("redis://127.0.0.1:1/0", 1)
+            await limiter.check("key:x")
+            await limiter.check("key:x")
+
+        asyncio.run(two_checks())
 
 
 def test_project_quota_of_active_jobs(api: TestClient, settings: Settings,
