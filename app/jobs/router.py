@@ -45,7 +45,7 @@ def create_job(spec: JobSpec, request: Request, caller: CallerDep, session: Sess
 
 
 def _outs(session: Session, settings: Settings, jobs: list[Job]) -> list[JobOut]:
-    attempts = service.attempts(session, [job.id for job in jobs])
+    attempts = service.attempts(session, jobs)
     prefixes = service.key_prefixes(session, jobs)
     waiting = waiting_for(session, settings, jobs)
     return [JobOut.from_job(job, attempts[job.id], prefixes[job.api_key_id], waiting.get(job.id))

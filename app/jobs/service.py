@@ -129,9 +129,13 @@ def key_prefixes(session: Session, jobs: list[Job]) -> dict[str | None, str | No
     return found
 
 
-def attempts(session: Session, job_ids: list[str]) -> dict[str, list[JobAttempt]]:
-    found: dict[str, list[JobAttempt]] = {job_id: [] for job_id in job_ids}
-    for attempt in session.scalars(select(JobAttempt).where(JobAttempt.job_id.in_(job_ids))
+def attempts(session: Session, jobs: list[Job]) -> dict[str, list[JobAttempt]]:
+    found: dict[str, list[JobAttempt]] = {job.id: [] for job in jobs}
+    # A claim writes the attempt's row with the job's attempt number: a job that was never
+    # claimed (a polled queued job) has none to look for.
+    if not (claimed := [job.id for job in jobs if job.attempt]):
+        return found
+    for attempt in session.scalars(select(JobAttempt).where(JobAttempt.job_id.in_(claimed))
                                    .order_by(JobAttempt.number)):
         found[attempt.job_id].append(attempt)
     return found
