@@ -124,15 +124,18 @@ def stop(*processes: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_service(settings: dict[str, str], workdir: Path) -> Iterator[Service]:
-    """The API and one worker as separate processes, as deployed; logs go to `workdir`."""
+def running_service(settings: dict[str, str], workdir: Path,
+                    worker_settings: dict[str, str] | None = None) -> Iterator[Service]:
+    """The API and one worker as separate processes, as deployed; logs go to `workdir`.
+    `worker_settings` (FT_...) go to that worker only, over `settings`."""
     env = service_env(settings)
     port = free_port()
     api = finetune("api", "--port", str(port), env=env, cwd=workdir, log=workdir / "api.log")
     storage = Path(settings.get("FT_STORAGE_DIR", workdir / "var" / "storage"))
+    worker = finetune("worker", env={**env, **(worker_settings or {})}, cwd=workdir,
+                      log=workdir / "worker.log")
     service = Service(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60), storage,
-                      finetune("worker", env=env, cwd=workdir, log=workdir / "worker.log"),
-                      env, workdir)
+                      worker, env, workdir)
     try:
         wait_ready(service.client, api, workdir / "api.log")
         service.api_key = service.create_key("e2e")
@@ -172,6 +175,7 @@ def trainer_pid(job_id: str) -> int | None:
     return None
 
 
+# The Redis database of production services: one at a time uses it (each empties it first).
 REDIS_DB = 11
 # Short leases and a fast reaper, so that lost workers and lost messages show up in seconds.
 FAST_RECOVERY = {"FT_LEASE_SECONDS": "4", "FT_REAPER_INTERVAL_SECONDS": "1",
@@ -180,13 +184,15 @@ FAST_RECOVERY = {"FT_LEASE_SECONDS": "4", "FT_REAPER_INTERVAL_SECONDS": "1",
 
 
 @contextmanager
-def production_service(workdir: Path, model_catalog: Path,
+def production_service(workdir: Path, model_catalog: Path, *, redis_db: int = REDIS_DB,
+                       worker_settings: dict[str, str] | None = None,
                        **extra_settings: str) -> Iterator[Service]:
-    """PostgreSQL (a new database), Redis, `finetune migrate`, then the API and a worker;
-    `extra_settings` (FT_...) go to every process."""
+    """PostgreSQL (a new database), Redis (database `redis_db`, emptied), `finetune migrate`,
+    then the API and a worker; `extra_settings` (FT_...) go to every process, `worker_settings`
+    to the worker only."""
     from tests.conftest import REDIS_URL, postgres_database
 
-    broker = f"{REDIS_URL}/{REDIS_DB}"
+    broker = f"{REDIS_URL}/{redis_db}"
     redis.Redis.from_url(broker).flushdb()
     with postgres_database() as database_url:
         settings = {"FT_DATABASE_URL": database_url, "FT_BROKER_URL": broker,
@@ -196,5 +202,5 @@ def production_service(workdir: Path, model_catalog: Path,
                                   env=service_env(settings), cwd=workdir, capture_output=True,
                                   text=True)
         assert migrated.returncode == 0, migrated.stderr
-        with running_service(settings, workdir) as service:
+        with running_service(settings, workdir, worker_settings) as service:
             yield service

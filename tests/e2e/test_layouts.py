@@ -3,22 +3,15 @@ ShareGPT JSON upload as they are, and a job on each names only its task, model a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TINY_GPT2, TINY_MODEL
-from tests.e2e.service import Service, production_service
+from tests.e2e.service import Service
 from tests.layout_files import alpaca_records, sharegpt_records, write_json, write_squad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, model_catalog: Path) -> Iterator[Service]:
-    with production_service(tmp_path_factory.mktemp("layouts"), model_catalog) as running:
-        yield running
 
 
 def test_each_layout_trains_with_no_column_fields(service: Service, tmp_path: Path) -> None:

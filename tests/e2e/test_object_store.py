@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TINY_MODEL, S3Server
-from tests.e2e.service import Service, production_service, stop, trainer_pid
+from tests.e2e.service import Service, production_service, trainer_pid
 from tests.factories import sentiment_rows, write_rows
 from tests.storage.gate import Gate
 
@@ -53,15 +53,18 @@ def machines(tmp_path_factory: pytest.TempPathFactory, model_catalog: Path,
     gate = Gate(s3_server.endpoint)
     url = s3_server.url()
     folders = {name: workdir / name for name in ("api", "worker-a", "worker-b")}
+
+    def own_folder_and_type(name: str) -> dict[str, str]:
+        return {"FT_STORAGE_DIR": str(folders[name]), "FT_WORKER_GPU_TYPE": f"type-{name[-1]}"}
+
     try:
         with production_service(workdir, model_catalog, FT_STORAGE_URL=url,
                                 FT_S3_ENDPOINT_URL=gate.endpoint, FT_S3_REGION="us-east-1",
-                                FT_STORAGE_DIR=str(folders["api"])) as service:
-            stop(service.worker)  # it shares the API's folder: replaced by two of their own
-            workers = {name: service.add_worker(name, FT_STORAGE_DIR=str(folders[name]),
-                                                FT_WORKER_GPU_TYPE=f"type-{name[-1]}")
-                       for name in ("worker-a", "worker-b")}
-            service.worker = workers["worker-a"]
+                                FT_STORAGE_DIR=str(folders["api"]),
+                                worker_settings=own_folder_and_type("worker-a")) as service:
+            workers = {"worker-a": service.worker,
+                       "worker-b": service.add_worker("worker-b",
+                                                      **own_folder_and_type("worker-b"))}
             yield Machines(service, gate, s3_server, url.rsplit("/", 1)[1], folders, workers)
     finally:
         gate.close()

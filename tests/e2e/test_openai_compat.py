@@ -18,7 +18,7 @@ from openai import OpenAI
 from transformers import pipeline
 
 from tests.conftest import TINY_GPT2
-from tests.e2e.service import Service, production_service
+from tests.e2e.service import Service
 from tests.layout_files import write_jsonl
 from tests.openai_app import chats
 
@@ -34,11 +34,10 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory, model_catalog: Path) -> Iterator[Running]:
-    workdir = tmp_path_factory.mktemp("openai")
-    with production_service(workdir, model_catalog) as service:
-        yield Running(service, OpenAI(base_url=f"{service.client.base_url}/v1",
-                                      api_key=service.api_key, max_retries=0))
+def running(service: Service) -> Iterator[Running]:
+    with OpenAI(base_url=f"{service.client.base_url}/v1", api_key=service.api_key,
+                max_retries=0) as client:
+        yield Running(service, client)
 
 
 def follow(client: OpenAI, job_id: str, timeout: float = 300) -> tuple[object, set[str]]:

@@ -9,7 +9,6 @@ import select
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from tests.e2e.service import (
     Service,
     finetune,
     free_port,
-    production_service,
     service_env,
     stop,
     trainer_pid,
@@ -44,11 +42,6 @@ from tests.factories import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, model_catalog: Path) -> Iterator[Service]:
-    with production_service(tmp_path_factory.mktemp("production"), model_catalog) as running:
-        yield running
 
 
 def long_spec(dataset_id: str) -> dict[str, Any]:
@@ -343,10 +336,22 @@ def stream_chunked_upload(port: int, api_key: str, total: int) -> tuple[int, byt
             sent += len(data)
         answer = b""
         try:
-            while piece := sock.recv(65536):
+            # Up to the answer's end: the server may keep the connection open after it.
+            while not whole_response(answer) and (piece := sock.recv(65536)):
                 answer += piece
         except (ConnectionResetError, TimeoutError):
             pass
     head_line, _, rest = answer.partition(b"\r\n")
     status = int(head_line.split()[1]) if head_line.startswith(b"HTTP/") else 0
     return status, rest.partition(b"\r\n\r\n")[2], sent
+
+
+def whole_response(answer: bytes) -> bool:
+    """Whether `answer` holds an HTTP response's head and its Content-Length bytes of body;
+    without that header, its body ends only where the server closes the connection."""
+    head, separator, body = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:] if separator else []:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
