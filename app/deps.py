@@ -36,7 +36,8 @@ from app.config import Settings
 from app.db import AFTER_COMMIT, commit
 from app.storage import LocalStorage
 
-_ON_THE_EVENT_LOOP = "on_the_event_loop"
+# Set on a read session on PostgreSQL: the turns its route takes to run on the event loop.
+_EVENT_LOOP_TURNS = "event_loop_turns"
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -75,7 +76,7 @@ async def get_read_session(request: Request) -> AsyncIterator[Session]:
             session.close()
         return
     async_session: AsyncSession = factory()
-    async_session.sync_session.info[_ON_THE_EVENT_LOOP] = request.app.state.read_limiter
+    async_session.sync_session.info[_EVENT_LOOP_TURNS] = request.app.state.read_limiter
     try:
         yield async_session.sync_session
     finally:
@@ -117,7 +118,7 @@ def _ending_its_transaction(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     async def in_one_go(**arguments: Any) -> Any:
         sessions = [value for value in arguments.values() if isinstance(value, Session)]
         for session in sessions:
-            if (turns := session.info.get(_ON_THE_EVENT_LOOP)) is not None:
+            if (turns := session.info.get(_EVENT_LOOP_TURNS)) is not None:
                 # First come, first served: the pool's own wait for a connection is not
                 # fair, and under load its unlucky waiters would wait for seconds.
                 async with turns:

@@ -14,6 +14,7 @@ from app.jobs.dataset_fields import layout_hint, project_dataset, with_dataset_f
 from app.jobs.spec import SPEC_VERSION, JobSpec
 from app.jobs.tasks import columns_read
 from app.jobs.tasks.columns import LABEL, LABEL_KINDS, LABEL_LIST, Column, type_problem
+from app.memo import Remembered
 from app.models import (
     ApiKey,
     Dataset,
@@ -28,8 +29,7 @@ from app.models import (
 )
 from app.pagination import paginate
 
-_KEY_PREFIXES: dict[str, str] = {}
-_KEY_PREFIXES_KEPT = 10_000
+_KEY_PREFIXES: Remembered[str, str] = Remembered()
 
 
 def create(session: Session, caller: Caller, spec: JobSpec, enqueue: lifecycle.Enqueue,
@@ -119,13 +119,10 @@ def key_prefixes(session: Session, jobs: list[Job]) -> dict[str | None, str | No
     """The prefix of the key that submitted each job, by key id. A key's prefix never
     changes, so the process remembers the ones it read: a polled job costs no query here."""
     ids = {job.api_key_id for job in jobs if job.api_key_id}
-    if unknown := ids - _KEY_PREFIXES.keys():
-        if len(_KEY_PREFIXES) > _KEY_PREFIXES_KEPT:
-            _KEY_PREFIXES.clear()
-        _KEY_PREFIXES.update(session.execute(
-            select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_(unknown))).all())
-    found: dict[str | None, str | None] = {None: None}
-    found.update((key_id, _KEY_PREFIXES.get(key_id)) for key_id in ids)
+    found: dict[str | None, str | None] = dict.fromkeys(ids, None)
+    found[None] = None
+    found.update(_KEY_PREFIXES.get_many(ids, lambda unknown: session.execute(
+        select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_(unknown))).all()))
     return found
 
 

@@ -14,13 +14,13 @@ from app.config import Settings
 from app.errors import Forbidden, InvalidRequest
 from app.jobs.run_spec import Compute
 from app.jobs.spec import JobSpec
+from app.memo import Remembered
 from app.models import Job, JobStatus, Worker, utcnow
 from app.workers.schemas import WaitingFor
 
 # A worker is live while its last heartbeat is younger than this many intervals.
 LIVE_INTERVALS = 3
-_COMPUTE_OF_JOB: dict[str, Compute] = {}
-_COMPUTES_KEPT = 10_000
+_COMPUTE_OF_JOB: Remembered[str, Compute] = Remembered()
 
 
 def live_since(heartbeat_seconds: float) -> datetime:
@@ -76,9 +76,5 @@ def waiting_for(session: Session, settings: Settings, jobs: list[Job]) -> dict[s
 def _compute_of(job: Job) -> Compute:
     """The job's `compute`. A job's spec never changes, and reading it whole is most of the
     cost of a polled queued job, so the process remembers what it read."""
-    if (compute := _COMPUTE_OF_JOB.get(job.id)) is None:
-        if len(_COMPUTE_OF_JOB) > _COMPUTES_KEPT:
-            _COMPUTE_OF_JOB.clear()
-        compute = _COMPUTE_OF_JOB[job.id] = JobSpec.from_stored(job.spec,
-                                                                job.spec_version).compute
-    return compute
+    return _COMPUTE_OF_JOB.get(
+        job.id, lambda: JobSpec.from_stored(job.spec, job.spec_version).compute)
